@@ -1,0 +1,49 @@
+"""Shared fixtures: one local Ray for the whole session, real sample videos, synthetic corpora."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # MEASUREMENTS.md: faster small fits
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray runtime (2 CPUs, no dashboard) shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_videos() -> dict[str, Path]:
+    """The real sample clips shipped in tests/data (see tests/data/README.md)."""
+    return {
+        "h264_340x256": DATA / "clip_340x256.mp4",
+        "mpeg4_avi": DATA / "clip_320x240_mpeg4.avi",
+        "kinetics": DATA / "kinetics_demo_1080p.mp4",
+        "rotated": DATA / "rotated_90.mp4",
+    }
+
+
+@pytest.fixture(scope="session")
+def motion_corpus(tmp_path_factory) -> Path:
+    """A small synthetic motion corpus (6 classes x 4 videos, 32x32, 12 frames). Returns its manifest."""
+    from vidray.synth import make_corpus
+
+    out = tmp_path_factory.mktemp("motion_corpus")
+    return make_corpus(out, num_videos=24, kind="motion", width=32, height=32, frames=12, seed=1)
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,390 @@
+"""Video probing and frame decoding (PyAV by default, decord as an alternative).
+
+The reader adapts to the file. :func:`probe` demuxes the container once *without decoding* (a few ms
+for minutes of video) to learn every frame's presentation timestamp and where the keyframes are.
+:func:`decode_frames` then walks the requested frames in order and, for each, chooses the cheaper of
+
+* decoding forward from where the decoder already is (``sequential``), or
+* seeking to the last keyframe at or before the frame and decoding from there (``seek``),
+
+so dense sampling decodes the file once, sparse sampling on short GOPs seeks, and sparse sampling on
+long GOPs (where a seek buys nothing) decodes through. Frames that are decoded only to reach a target
+are never converted to RGB; a target is scaled and converted in one ``frame.reformat`` call.
+
+Frame ``k`` always means the k-th frame in presentation order (sorted timestamps), on every backend.
+Rotation metadata is applied, so ``width``/``height`` and decoded arrays are in display orientation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterator
+
+import numpy as np
+
+SEEK_COST_FRAMES = 8
+"""A seek (container seek + decoder flush) costs about as much as decoding this many frames."""
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be read. ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class VideoInfo:
+    """What the container says about a video's first video stream.
+
+    Attributes:
+        path: the source, as given.
+        codec: decoder name (e.g. ``h264``, ``mpeg4``).
+        width, height: display size in pixels (after rotation).
+        rotation: degrees the stored frames are rotated for display (0, 90, 180, 270).
+        fps: average frame rate (frames per second).
+        num_frames: frames in the stream (packets demuxed).
+        duration_s: seconds from the first frame to the end of the last.
+        timestamps: ``(num_frames,)`` float64 seconds of each frame, presentation order, first = 0.
+        pts: ``(num_frames,)`` int64 stream timestamps (``time_base`` units), presentation order.
+        keyframes: sorted indices (into presentation order) of keyframes.
+    """
+
+    path: str
+    codec: str
+    width: int
+    height: int
+    rotation: int
+    fps: float
+    num_frames: int
+    duration_s: float
+    timestamps: np.ndarray = field(repr=False)
+    pts: np.ndarray = field(repr=False)
+    keyframes: np.ndarray = field(repr=False)
+    time_base: Fraction = Fraction(1, 1)
+
+    @property
+    def mean_gop(self) -> float:
+        """Mean frames between keyframes (the GOP length that decides seek vs sequential)."""
+        return self.num_frames / max(len(self.keyframes), 1)
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` paths other than ``file://``."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _open_container(path: str):
+    import av
+
+    try:
+        if is_uri(path):
+            import pyarrow.fs as pafs
+
+            fs, p = pafs.FileSystem.from_uri(path)
+            return av.open(fs.open_input_file(p), mode="r")
+        local = path[len("file://") :] if path.startswith("file://") else path
+        if not os.path.exists(local):
+            raise VideoDecodeError(path, "file not found")
+        if os.path.isdir(local):
+            raise VideoDecodeError(path, "is a directory, not a video file")
+        if os.path.getsize(local) == 0:
+            raise VideoDecodeError(path, "empty file (0 bytes)")
+        return av.open(local, mode="r")
+    except VideoDecodeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise VideoDecodeError(path, f"cannot open container: {type(e).__name__}: {e}") from e
+
+
+def _video_stream(container, path: str):
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise VideoDecodeError(path, f"no video stream (streams: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    stream.thread_type = "NONE"  # parallelise across videos, not inside a decoder (MEASUREMENTS.md)
+    stream.codec_context.thread_count = 1
+    return stream
+
+
+def _first_frame_rotation(container, stream, path: str) -> int:
+    """Display rotation (degrees counter-clockwise, 0/90/180/270) read off the first decoded frame.
+
+    PyAV exposes the display matrix on frames (``VideoFrame.rotation``), not on streams; decoding one
+    frame also proves the stream is decodable at all.
+    """
+    import av
+
+    try:
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError as e:
+        raise VideoDecodeError(path, f"first frame does not decode: {type(e).__name__}: {e}") from e
+    if frame is None:
+        raise VideoDecodeError(path, "no decodable frame in the video stream")
+    return int(getattr(frame, "rotation", 0) or 0) % 360
+
+
+def probe(path: str) -> VideoInfo:
+    """Demux ``path`` (no decoding) and return its :class:`VideoInfo`.
+
+    Raises :class:`VideoDecodeError` for missing/empty files, unreadable containers, files without a
+    video stream, and streams with no frames.
+    """
+    import av
+
+    container = _open_container(path)
+    try:
+        stream = _video_stream(container, path)
+        pts_list: list[int] = []
+        key_list: list[bool] = []
+        try:
+            for i, pkt in enumerate(container.demux(stream)):
+                if pkt.size == 0:
+                    continue
+                ts = pkt.pts if pkt.pts is not None else pkt.dts
+                if ts is None:
+                    ts = len(pts_list)  # no timestamps at all: use the packet order
+                pts_list.append(int(ts))
+                key_list.append(bool(pkt.is_keyframe))
+        except av.FFmpegError as e:
+            if not pts_list:
+                raise VideoDecodeError(path, f"cannot demux: {type(e).__name__}: {e}") from e
+            # a truncated tail: keep the packets read so far; decoding will tell how far it gets
+        if not pts_list:
+            raise VideoDecodeError(path, "video stream has no frames")
+        declared = int(stream.frames or 0)  # from the container header (MP4 sample table, AVI header)
+        if declared > 0 and len(pts_list) < declared * 0.98 - 1:
+            raise VideoDecodeError(
+                path, f"truncated: the header declares {declared} frames, only {len(pts_list)} are present"
+            )
+        pts = np.asarray(pts_list, dtype=np.int64)
+        keys = np.asarray(key_list, dtype=bool)
+        order = np.argsort(pts, kind="stable")
+        pts, keys = pts[order], keys[order]
+        if not keys.any():
+            keys[0] = True
+        tb = stream.time_base or Fraction(1, 1)
+        times = (pts - pts[0]).astype(np.float64) * float(tb)
+        rate = stream.average_rate or stream.guessed_rate
+        if rate:
+            fps = float(rate)
+        elif len(times) > 1 and times[-1] > 0:
+            fps = (len(times) - 1) / times[-1]
+        else:
+            fps = 0.0
+        frame_dur = float(np.median(np.diff(times))) if len(times) > 1 else (1.0 / fps if fps else 0.0)
+        rotation = _first_frame_rotation(container, stream, path)
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(
+            path=path,
+            codec=stream.codec_context.name,
+            width=int(w),
+            height=int(h),
+            rotation=rotation,
+            fps=fps,
+            num_frames=len(pts),
+            duration_s=float(times[-1] + frame_dur),
+            timestamps=times,
+            pts=pts,
+            keyframes=np.flatnonzero(keys),
+            time_base=Fraction(tb),
+        )
+    finally:
+        container.close()
+
+
+def output_size(
+    width: int, height: int, short_side: int | None, max_long_side: int | None = None
+) -> tuple[int, int]:
+    """``(width, height)`` after resizing the short side to ``short_side`` keeping the aspect ratio,
+    then capping the long side at ``max_long_side``. ``None`` keeps the source size."""
+    w, h = float(width), float(height)
+    if short_side is not None:
+        s = short_side / min(w, h)
+        w, h = w * s, h * s
+    if max_long_side is not None and max(w, h) > max_long_side:
+        s = max_long_side / max(w, h)
+        w, h = w * s, h * s
+    return max(1, int(round(w))), max(1, int(round(h)))
+
+
+def plan_decode(
+    targets: np.ndarray, keyframes: np.ndarray, strategy: str = "auto", seek_cost: int = SEEK_COST_FRAMES
+) -> list[tuple[int, int]]:
+    """Plan how to reach each target frame: a list of ``(seek_to_keyframe_or_-1, target)``.
+
+    ``targets`` are sorted unique frame indices; ``keyframes`` sorted keyframe indices. The decoder
+    starts before frame 0. For each target, a seek to the last keyframe ``k <= target`` is planned when
+    ``k`` lies beyond the decoder's position and (``auto``) decoding ``target - k`` frames plus
+    ``seek_cost`` is cheaper than decoding ``target - position`` frames, or always (``seek``), or never
+    (``sequential``). Pure; the costs are in frames decoded.
+    """
+    plan: list[tuple[int, int]] = []
+    pos = 0  # index of the next frame sequential decoding yields
+    for t in targets.tolist():
+        k = int(keyframes[np.searchsorted(keyframes, t, side="right") - 1]) if len(keyframes) else 0
+        seek = -1
+        if k > pos and strategy != "sequential":
+            if strategy == "seek" or (t - k) + seek_cost < (t - pos):
+                seek = k
+        plan.append((seek, t))
+        pos = t + 1
+    return plan
+
+
+def decode_cost(plan: list[tuple[int, int]], seek_cost: int = SEEK_COST_FRAMES) -> int:
+    """Frames decoded (seeks counted as ``seek_cost`` frames) by a plan from :func:`plan_decode`."""
+    cost, pos = 0, 0
+    for seek, t in plan:
+        if seek >= 0:
+            cost += seek_cost
+            pos = seek
+        cost += t - pos + 1
+        pos = t + 1
+    return cost
+
+
+def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a stored ``(H, W, C)`` frame to display orientation (``rotation`` degrees counter-clockwise,
+    PyAV's ``VideoFrame.rotation`` convention)."""
+    if rotation == 0:
+        return img
+    return np.ascontiguousarray(np.rot90(img, k=rotation // 90))
+
+
+def iter_frames(
+    path: str,
+    indices: np.ndarray | list[int],
+    *,
+    size: tuple[int, int] | None = None,
+    info: VideoInfo | None = None,
+    strategy: str = "auto",
+    backend: str = "pyav",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, frame)`` for the unique frame ``indices`` of ``path`` in ascending order.
+
+    Streaming: only the frame being yielded is held, so a long video never sits in memory whole.
+
+    Args:
+        indices: frame indices (presentation order), any order, repeats allowed.
+        size: output ``(width, height)`` in display orientation; ``None`` keeps the source size.
+        info: the file's :class:`VideoInfo` if already probed (saves a demux pass).
+        strategy: ``auto`` | ``sequential`` | ``seek`` (see :func:`plan_decode`).
+        backend: ``pyav`` (default) or ``decord``.
+
+    Yields ``frame`` as uint8 ``(H, W, 3)`` RGB. Raises :class:`VideoDecodeError` when a requested
+    frame cannot be decoded (truncated or corrupt stream), saying how far decoding got.
+    """
+    info = info or probe(path)
+    want = np.unique(np.asarray(indices, dtype=np.int64))
+    if len(want) == 0:
+        return
+    if want[0] < 0 or want[-1] >= info.num_frames:
+        raise VideoDecodeError(path, f"frame index out of range 0..{info.num_frames - 1}")
+    if backend == "decord":
+        yield from _iter_decord(path, want, size, info)
+    elif backend == "pyav":
+        yield from _iter_pyav(path, want, size, info, strategy)
+    else:
+        raise ValueError(f"unknown decoder backend {backend!r} (pyav | decord)")
+
+
+def decode_frames(
+    path: str,
+    indices: np.ndarray | list[int],
+    *,
+    size: tuple[int, int] | None = None,
+    info: VideoInfo | None = None,
+    strategy: str = "auto",
+    backend: str = "pyav",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode frames ``indices`` at once (see :func:`iter_frames` for the arguments).
+
+    Returns ``(frames, indices)``: uint8 ``(N, H, W, 3)`` RGB for the unique sorted ``indices``.
+    """
+    info = info or probe(path)
+    pairs = list(iter_frames(path, indices, size=size, info=info, strategy=strategy, backend=backend))
+    if not pairs:
+        w, h = (info.width, info.height) if size is None else size
+        return np.zeros((0, h, w, 3), np.uint8), np.zeros(0, np.int64)
+    return np.stack([f for _, f in pairs]), np.array([i for i, _ in pairs], np.int64)
+
+
+def _iter_pyav(path: str, want: np.ndarray, size, info: VideoInfo, strategy: str) -> Iterator[tuple[int, np.ndarray]]:
+    import av
+
+    plan = plan_decode(want, info.keyframes, strategy)
+    rot = info.rotation
+    # reformat size is in stored (pre-rotation) orientation
+    if size is not None:
+        ow, oh = (size[1], size[0]) if rot in (90, 270) else size
+    container = _open_container(path)
+    try:
+        stream = _video_stream(container, path)
+        frames: Iterator[Any] | None = None
+        pos = -1  # index of the last frame yielded
+        min_pts: int | None = None
+        try:
+            for seek, t in plan:
+                if seek >= 0 or frames is None:
+                    start = max(seek, 0)
+                    if seek >= 0:
+                        container.seek(int(info.pts[seek]), stream=stream, backward=True, any_frame=False)
+                        min_pts = int(info.pts[seek])
+                    frames = container.decode(stream)
+                    pos = start - 1
+                # Decoders emit frames in presentation order, so frames are counted from the keyframe
+                # decoding (re)started at. Timestamps are not trusted for this: AVI files with packed
+                # B-frames carry non-monotonic pts. They only drop the leading frames of an open GOP
+                # that a seek can emit before its keyframe.
+                while pos < t:
+                    frame = next(frames, None)
+                    if frame is None:
+                        raise VideoDecodeError(
+                            path,
+                            f"truncated or corrupt stream: frame {t} of {info.num_frames} could not be "
+                            f"decoded (decoding stopped after frame {pos})",
+                        )
+                    if min_pts is not None:
+                        if frame.pts is not None and int(frame.pts) < min_pts:
+                            continue
+                        min_pts = None
+                    pos += 1
+                if size is None:
+                    img = frame.to_ndarray(format="rgb24")
+                else:
+                    img = frame.reformat(width=ow, height=oh, format="rgb24", interpolation="BILINEAR").to_ndarray()
+                yield t, _rotate(img, rot)
+        except av.FFmpegError as e:
+            raise VideoDecodeError(path, f"decode failed after frame {pos}: {type(e).__name__}: {e}") from e
+    finally:
+        container.close()
+
+
+def _iter_decord(path: str, want: np.ndarray, size, info: VideoInfo, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
+    """decord ``get_batch`` in chunks of 32 (one batch over a long clip allocates GBs: MEASUREMENTS.md).
+
+    decord counts frames in decode order of its own index; for constant-frame-rate files this is the
+    presentation order used everywhere else.
+    """
+    import decord
+
+    kw: dict[str, Any] = {"ctx": decord.cpu(0), "num_threads": 1}
+    if size is not None:
+        kw["width"], kw["height"] = size
+    try:
+        vr = decord.VideoReader(path, **kw)
+        for i in range(0, len(want), chunk):
+            idx = want[i : i + chunk]
+            batch = vr.get_batch(idx.tolist()).asnumpy()
+            for j, frame in zip(idx.tolist(), batch):
+                yield j, frame  # decord applies the display rotation itself
+    except decord.DECORDError as e:
+        raise VideoDecodeError(path, f"decord failed: {e}") from e
