@@ -1,0 +1,200 @@
+"""Ingest end to end on a real local Ray: bad inputs, resume, retry, a killed worker, chunking."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from vidray.cli import main as cli_main
+from vidray.config import IngestConfig, load_config
+from vidray.ingest import clip_files, process_video, read_status, run_ingest
+from vidray.io.reader import IngestDataset
+from vidray.synth import SynthSpec, render_video, write_video
+
+FAST = ["resize.short_side=32", "sampling.mode=segments", "sampling.num_segments=4",
+        "output.videos_per_task=2"]
+
+
+def _cfg(*extra: str) -> IngestConfig:
+    return load_config(IngestConfig, None, FAST + list(extra))
+
+
+def _good_video(path: Path, frames: int = 12, seed: int = 0) -> None:
+    spec = SynthSpec(width=32, height=32, frames=frames)
+    write_video(path, render_video(spec, "right", np.random.default_rng(seed)), fps=12)
+
+
+@pytest.fixture()
+def messy_corpus(tmp_path, sample_videos):
+    """Good videos of every kind plus every bad input the issue lists. Returns (manifest, root, expected)."""
+    root = tmp_path / "root"
+    (root / "v").mkdir(parents=True)
+    _good_video(root / "v" / "good1.mp4", seed=1)
+    _good_video(root / "v" / "good2.mp4", seed=2)
+    _good_video(root / "v" / "one_frame.mp4", frames=1)
+    for name in ("h264_340x256", "mpeg4_avi", "rotated"):
+        shutil.copy(sample_videos[name], root / "v" / sample_videos[name].name)
+    rng = np.random.default_rng(0)
+    write_video(root / "v" / "hd1080.mp4", rng.integers(0, 255, (3, 1080, 1920, 3), dtype=np.uint8), fps=30)
+    (root / "v" / "zero.mp4").write_bytes(b"")
+    data = sample_videos["h264_340x256"].read_bytes()
+    (root / "v" / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (root / "v" / "text.mp4").write_text("this is not a video\n" * 50)
+    import av
+
+    with av.open(str(root / "v" / "audio_only.mp4"), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        fr.sample_rate = 16000
+        for p in list(s.encode(fr)) + list(s.encode()):
+            c.mux(p)
+    shutil.copy(root / "v" / "good1.mp4", os.fsencode(str(root / "v")) + b"/caf\xe9.mp4")
+    (tmp_path / "outside.mp4").write_bytes((root / "v" / "good1.mp4").read_bytes())
+    lines = [
+        ("v/good1.mp4", "right", "g1", "ok"),
+        ("v/good2.mp4", "left", "g2", "ok"),
+        ("v/one_frame.mp4", "right", "one", "ok"),
+        ("v/clip_340x256.mp4", "left", "h264", "ok"),
+        ("v/clip_320x240_mpeg4.avi", "right", "avi", "ok"),
+        ("v/rotated_90.mp4", "left", "rot", "ok"),
+        ("v/hd1080.mp4", "right", "hd", "ok"),
+        ("v/zero.mp4", "left", "zero", "failed"),
+        ("v/truncated.mp4", "left", "trunc", "failed"),
+        ("v/text.mp4", "left", "text", "failed"),
+        ("v/audio_only.mp4", "left", "audio", "failed"),
+        ("v/missing.mp4", "left", "missing", "failed"),
+        ("../outside.mp4", "left", "escape", "failed"),
+        ("v/good2.mp4", "left", "g1", "skipped"),  # duplicate video id
+    ]
+    body = "path,label,video_id\n" + "".join(f"{p},{lab},{vid}\n" for p, lab, vid, _ in lines)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(body.encode() + b"v/caf\xe9.mp4,right,cafe\n")
+    expected = [(vid, st) for _, _, vid, st in lines] + [("cafe", "ok")]
+    return manifest, root, expected
+
+
+def test_every_input_appears_exactly_once_with_a_clear_reason(ray_local, messy_corpus, tmp_path):
+    manifest, root, expected = messy_corpus
+    out = tmp_path / "out"
+    cfg = _cfg("flow.enabled=true", "flow.algorithm=dis_fast", "flow.stack_length=2")
+    summary = run_ingest(manifest, out, root=root, cfg=cfg)
+
+    status = read_status(out).to_pylist()
+    assert len(status) == len(expected)  # exactly once per manifest entry
+    by_row = {r["manifest_row"]: r for r in status}
+    for row, (vid, want) in enumerate(expected):
+        got = by_row[row]
+        assert (got["video_id"], got["status"]) == (vid, want), got
+        if want != "ok":
+            assert got["error_type"] and got["error"]
+    reasons = {r["video_id"]: (r["error_type"], r["error"]) for r in status if r["status"] != "ok"}
+    assert "empty file" in reasons["zero"][1] and "zero.mp4" in reasons["zero"][1]
+    assert "text.mp4" in reasons["text"][1] and "cannot open" in reasons["text"][1]
+    assert "no video stream" in reasons["audio"][1]
+    assert "file not found" in reasons["missing"][1]
+    assert "truncated.mp4" in reasons["trunc"][1]
+    assert reasons["escape"][0] == "PathOutsideRoot"
+    assert reasons["g1"][0] == "DuplicateVideoId"
+    assert summary.ok == 8 and summary.failed == 6 and summary.skipped == 1
+
+    ds = IngestDataset(out)
+    videos = {v.video_id: v for v in ds.iter_videos()}
+    assert set(videos) == {vid for vid, st in expected if st == "ok"}
+    for v in videos.values():
+        assert v.frames.shape[0] == 4 and v.frames.dtype == np.uint8 and min(v.frames.shape[1:3]) == 32
+        assert v.flow.shape[:2] == (4, 4) and v.flow.shape[2:] == v.frames.shape[1:3]
+        assert v.flow_meta["algorithm"] == "dis_fast" and v.flow_meta["stack_length"] == 2
+    assert videos["rot"].frames.shape[1:3] == (64, 32)  # display orientation, short side 32
+    assert videos["one"].frames.shape[0] == 4 and (videos["one"].frame_index == 0).all()
+    assert (videos["one"].flow == 128).all()  # a single frame has zero motion
+    assert videos["cafe"].path == "v/caf\\xe9.mp4"
+    # flow says the synthetic texture moves right: mean x displacement > 0
+    from vidray.flow import dequantize_flow
+
+    fx = dequantize_flow(np.ascontiguousarray(videos["g1"].flow[:, 0::2]), 20.0)
+    assert fx.mean() > 0.3
+
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["state"] == "complete" and meta["counts"]["entries"] == len(expected)
+    assert meta["manifest"]["sha256"] and meta["schema_version"] == 1 and meta["classes"] == ["left", "right"]
+
+
+def test_cli_exit_code_follows_the_failure_budget(ray_local, messy_corpus, tmp_path, capsys):
+    manifest, root, _ = messy_corpus
+    args = ["ingest", str(manifest), "--root", str(root), "--out", str(tmp_path / "o")] + sum(
+        (["--set", s] for s in FAST), [])
+    assert cli_main(args + ["--set", "execution.max_failure_fraction=0.2"]) == 1  # 6/15 failed
+    out = capsys.readouterr()
+    assert "failed 6" in out.out and "above the budget" in out.err
+    assert cli_main(args + ["--set", "execution.max_failure_fraction=0.5"]) == 0  # resumed: nothing to do
+
+
+def test_resume_skips_done_and_retry_failed_reruns_only_failures(ray_local, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    for i in range(5):
+        _good_video(root / f"{i}.mp4", seed=i)
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{i}.mp4,a\n" for i in range(6)))
+    out = tmp_path / "out"
+    s1 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg())
+    assert (s1.ok, s1.failed, s1.processed_this_run) == (5, 1, 6)
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
+
+    _good_video(root / "5.mp4", seed=5)  # the missing file appears
+    s2 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg())
+    assert s2.processed_this_run == 0 and s2.failed == 1  # failures are recorded, not retried
+    s3 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg(), retry_failed=True)
+    assert (s3.processed_this_run, s3.ok, s3.failed, s3.entries) == (1, 6, 0, 6)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # done parts untouched
+
+    # an interrupted run: one part's status lost -> only its videos run again, no duplicates
+    victim = sorted((out / "status").iterdir())[0]
+    n_victim = pq.read_table(victim).num_rows
+    victim.unlink()
+    s4 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg())
+    assert s4.processed_this_run == n_victim and s4.ok == 6
+    ids = [r["video_id"] for f in clip_files(out) for r in pq.read_table(f, columns=["video_id"]).to_pylist()]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
+
+    with pytest.raises(ValueError, match="other data settings"):
+        run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg("resize.short_side=48"))
+    s5 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg("resize.short_side=48"), overwrite=True)
+    assert s5.processed_this_run == 6
+
+
+def test_worker_killed_between_commits_loses_and_duplicates_nothing(ray_local, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    for i in range(6):
+        _good_video(root / f"{i}.mp4", seed=i)
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{i}.mp4,a\n" for i in range(6)))
+    marker = tmp_path / "killed.txt"
+    out = tmp_path / "out"
+    s = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg(), _fault_kill_once=str(marker))
+    assert marker.exists() and "killed pid" in marker.read_text()  # a worker really died
+    assert (s.entries, s.ok) == (6, 6)
+    status_ids = read_status(out)["video_id"].to_pylist()
+    assert sorted(status_ids) == [str(i) for i in range(6)]
+    clip_ids = [r["video_id"] for f in clip_files(out) for r in pq.read_table(f, columns=["video_id"]).to_pylist()]
+    assert sorted(clip_ids) == [str(i) for i in range(6)]
+    assert not list((out / "clips").glob(".*.tmp"))
+    assert len(list((out / "clips").iterdir())) == len(list((out / "status").iterdir()))
+
+
+def test_long_videos_are_split_into_bounded_chunk_rows(tmp_path):
+    _good_video(tmp_path / "long.mp4", frames=12)
+    cfg = load_config(IngestConfig, None, ["sampling.mode=all", "output.max_frames_per_row=5",
+                                           "resize.short_side=32"])
+    entry = {"video_id": "long", "path": "long.mp4", "open_path": str(tmp_path / "long.mp4"), "labels": [0],
+             "split": "train", "row": 0, "status": "", "error_type": "", "error": ""}
+    rows = process_video(entry, cfg)
+    assert [len(r["frames"]) for r in rows] == [5, 5, 2]
+    assert [r["chunk_index"] for r in rows] == [0, 1, 2] and all(r["num_chunks"] == 3 for r in rows)
+    assert sum((r["frame_index"] for r in rows), []) == list(range(12))
+    assert rows[0]["num_frames"] == 12 and rows[0]["status"] == "ok"
