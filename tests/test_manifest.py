@@ -84,3 +84,23 @@ def test_non_utf8_file_names_survive(tmp_path):
     assert os.fsencode(e.open_path) == raw
     assert e.path == "caf\\xe9.mp4"
     e.path.encode("utf-8")  # storable as an Arrow string
+
+
+def test_fcvid_and_sports1m_converters_produce_readable_manifests(tmp_path):
+    import io
+
+    from vidray.io.convert import fcvid_rows, sports1m_rows, write_csv
+
+    buf = io.StringIO()
+    write_csv(sports1m_rows(["https://www.youtube.com/watch?v=abc123 4,17\n", "\n"], "train"), buf)
+    (tmp_path / "s.csv").write_text(buf.getvalue())
+    m = read_manifest(tmp_path / "s.csv")
+    assert m.entries[0].video_id == "abc123" and m.classes[m.entries[0].labels[0]] == "4"
+    assert sorted(m.classes[i] for i in m.entries[0].labels) == ["17", "4"]
+    buf = io.StringIO()
+    write_csv(fcvid_rows(["basketball/v_001.mp4 train\n", "cooking/x.mp4 test\n"]), buf)
+    (tmp_path / "f.csv").write_text(buf.getvalue())
+    m = read_manifest(tmp_path / "f.csv")
+    assert m.classes == ["basketball", "cooking"] and [e.split for e in m.entries] == ["train", "test"]
+    with pytest.raises(ValueError, match="line 1"):
+        list(fcvid_rows(["nonsense\n"]))

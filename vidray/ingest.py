@@ -497,6 +497,7 @@ def run_ingest(
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(
                 process_videos, fn_kwargs={"cfg": cfg}, batch_size=per_task, batch_format="pyarrow",
+                compute=ray.data.TaskPoolStrategy(size=ex.concurrency),
                 num_cpus=ex.num_cpus_per_task,
                 memory=ex.memory_per_task_mb * 1024 * 1024 if ex.memory_per_task_mb else None,
                 max_retries=ex.max_retries,
