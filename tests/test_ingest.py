@@ -198,3 +198,49 @@ def test_long_videos_are_split_into_bounded_chunk_rows(tmp_path):
     assert [r["chunk_index"] for r in rows] == [0, 1, 2] and all(r["num_chunks"] == 3 for r in rows)
     assert sum((r["frame_index"] for r in rows), []) == list(range(12))
     assert rows[0]["num_frames"] == 12 and rows[0]["status"] == "ok"
+
+
+@pytest.fixture()
+def s3_server(monkeypatch):
+    """A real S3 API (moto's server) on 127.0.0.1, with a bucket holding two videos."""
+    import socket
+
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], access_key="test", secret_key="test",
+                           region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("corpus")
+    fs.create_dir("out")
+    yield fs, env
+    server.stop()
+
+
+def test_remote_inputs_and_outputs_on_s3(ray_local, s3_server, tmp_path):
+    fs, env = s3_server
+    for i in range(2):
+        _good_video(tmp_path / f"{i}.mp4", seed=i)
+        with fs.open_output_stream(f"corpus/v/{i}.mp4") as f:
+            f.write((tmp_path / f"{i}.mp4").read_bytes())
+    (tmp_path / "m.csv").write_text("path,label\nv/0.mp4,a\nv/1.mp4,b\nv/missing.mp4,a\n")
+    cfg = _cfg(*[f"execution.env_vars.{k}={v}" for k, v in env.items()])
+    s = run_ingest(tmp_path / "m.csv", "s3://out/data", root="s3://corpus", cfg=cfg)
+    assert (s.ok, s.failed) == (2, 1)
+    import pyarrow.fs as pafs
+
+    names = [i.path for i in fs.get_file_info(pafs.FileSelector("out/data", recursive=True))]
+    assert "out/data/dataset.json" in names and not any(n.endswith(".tmp") for n in names)
+    ds = IngestDataset("s3://out/data")
+    videos = {v.video_id: v for v in ds.iter_videos()}
+    assert set(videos) == {"v/0", "v/1"} and videos["v/0"].frames.shape[0] == 4
+    missing = [r for r in read_status("s3://out/data").to_pylist() if r["status"] == "failed"]
+    assert len(missing) == 1 and "v/missing.mp4" in missing[0]["error"]

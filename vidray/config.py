@@ -8,6 +8,8 @@ all do what they look like). Unknown keys are errors, not silently ignored.
 Stage configs live here so that there is one place to read what a knob means:
 
 * :class:`IngestConfig` -- ``vidray ingest`` (sampling, resize, flow, output, execution).
+* :class:`TrainConfig` -- ``vidray train`` (model, input, sampler, augment, optim, schedule, loss,
+  freeze, checkpoint, tracking, ray, debug).
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ class ExecutionConfig(_Strict):
     max_failure_fraction: float = Field(0.1, ge=0, le=1, description="exit non-zero above this")
     decoder: Literal["pyav", "decord"] = "pyav"
     seek: Literal["auto", "sequential", "seek"] = "auto"
+    env_vars: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment of the ingest tasks (e.g. AWS_ENDPOINT_URL for an S3-compatible store); "
+        "never put secrets here: use the nodes' credentials",
+    )
 
 
 class IngestConfig(_Strict):
@@ -128,6 +135,219 @@ class IngestConfig(_Strict):
         d = self.model_dump(mode="json")
         d.pop("execution")
         d["output"].pop("videos_per_task")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Train (``vidray train``; see docs/training.md for every key)
+# --------------------------------------------------------------------------------------------
+class ModelConfig(_Strict):
+    """Which registered model (:mod:`vidray.models`) and how it is built and called.
+
+    ``kwargs`` go to ``create_model(name, num_classes=K, in_channels=..., **kwargs)`` (e.g.
+    ``backbone: tiny``, ``dropout``, ``weights``); ``in_channels`` is set from ``input.modality``.
+    ``forward`` / ``eval_forward`` are extra keyword arguments of ``model(x, **forward)`` in training /
+    evaluation (RCNN random mode: ``forward: {mode: random}``, ``eval_forward: {mode: sequential}``).
+    """
+
+    name: str | None = Field(None, description="registry name; `vidray train --model` sets it")
+    kwargs: dict[str, Any] = Field(default_factory=lambda: {"backbone": "tiny"})
+    forward: dict[str, Any] = Field(default_factory=dict, description="model(x, **forward) in training")
+    eval_forward: dict[str, Any] = Field(default_factory=dict, description="model(x, **eval_forward) in eval")
+
+
+Modality = Literal["rgb", "flow", "rgb+flow"]
+
+
+class InputConfig(_Strict):
+    """What a sample holds.
+
+    * ``rgb``: frames ``(T, 3, S, S)``.
+    * ``flow``: the flow stream: each sampled frame's stack of ``L`` fields as ``2L`` channels
+      ``(T, 2L, S, S)``, per-field mean subtracted, divided by ``flow_scale`` (pixels -> ~[-1, 1]).
+    * ``rgb+flow``: frames as input AND the first flow field of each sampled frame as a target
+      ``(T, 2, S, S)`` in pixels of the crop (ActionFlowNet's multitask loss).
+    """
+
+    modality: Modality = "rgb"
+    flow_scale: float = Field(20.0, gt=0, description="flow input divisor (pixels), after mean subtraction")
+    train_split: str = "train"
+    val_split: str | None = Field("val", description="None/'' = no validation")
+    shuffle_files: bool = Field(True, description="shuffle Parquet file order every epoch")
+    shuffle_buffer: int = Field(64, ge=0, description="rows in the local shuffle buffer (0 = off)")
+
+
+SamplerName = Literal["tsn", "clip", "pair", "sequential"]
+
+
+class TrainSamplerConfig(_Strict):
+    """Training-time sampling of the stored frames of a row (:mod:`vidray.data.clip_sampling`).
+
+    * ``tsn``: ``num_frames`` segments, a random frame in each (validation: the centre).
+    * ``clip``: ``num_frames`` consecutive frames ``frame_interval`` source frames apart, random start
+      (validation: the centre clip).
+    * ``pair``: two consecutive stored frames (RCNN random mode; validation: the middle pair).
+    * ``sequential``: the whole row, at most ``num_frames`` frames (a random window when longer;
+      validation: the centred window); shorter rows are padded by repeating their last frame.
+
+    ``num_frames=None`` takes the model's ``model_info(name).num_frames``.
+    """
+
+    name: SamplerName = "tsn"
+    num_frames: int | None = Field(None, ge=1, description="T: segments / clip length / max sequence")
+    frame_interval: int = Field(1, ge=1, description="clip: source frames between clip frames")
+
+
+class AugmentConfig(_Strict):
+    """The same augmentation for every frame of a sample and for its flow (:mod:`vidray.data.transforms`).
+
+    Training: TSN multi-scale crop (``scales`` of the short side, aspect jitter ``max_distort``)
+    resized to ``crop_size``, horizontal flip (flow-x negated), colour jitter. Validation: the centre
+    ``crop_size`` crop after resizing the short side to ``resize_short`` (None: keep the stored size;
+    a frame smaller than the crop is resized up).
+    """
+
+    crop_size: int = Field(224, ge=8, description="S, pixels")
+    scales: list[float] = Field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    max_distort: int = Field(1, ge=0)
+    flip_ratio: float = Field(0.5, ge=0, le=1)
+    color_jitter: list[float] | None = Field(
+        default_factory=lambda: [0.4, 0.4, 0.4], description="brightness, contrast, saturation; null = off"
+    )
+    resize_short: int | None = Field(None, ge=8, description="eval: resize the short side first")
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+class OptimConfig(_Strict):
+    """Optimizer: SGD with momentum / weight decay (the papers) or Adam(W)."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0, description="base learning rate (per the global batch)")
+    momentum: float = Field(0.9, ge=0)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad_norm: float | None = Field(None, gt=0, description="TSN clips at 20 (rgb) / 40 (flow)")
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule, stepped once per epoch.
+
+    * ``step``: multiply by ``gamma`` at each epoch in ``milestones``.
+    * ``exponential``: multiply by ``gamma`` every epoch.
+    * ``cosine``: cosine from ``lr`` to ``min_lr`` over the epochs after warm-up.
+    * ``constant``.
+
+    ``warmup_epochs`` ramps linearly from ``warmup_factor * lr`` to ``lr`` first.
+    """
+
+    name: Literal["step", "exponential", "cosine", "constant"] = "step"
+    milestones: list[int] = Field(default_factory=lambda: [30, 60])
+    gamma: float = Field(0.1, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_factor: float = Field(0.1, gt=0, le=1)
+
+
+LossName = Literal["ce", "bce", "multitask", "gain", "per_frame"]
+
+
+class LossConfig(_Strict):
+    """Training loss (:mod:`vidray.train.losses`).
+
+    * ``ce``: cross-entropy of ``logits`` against the first label.
+    * ``bce``: multi-label binary cross-entropy against all labels (Sports-1M / FCVID).
+    * ``multitask``: ActionFlowNet ``CE + lam * EPE`` against the ingested flow (``input.modality:
+      rgb+flow``); with ``alphas`` the flow term is multi-resolution ``sum_r alpha_r EPE_r`` over the
+      model's ``flow_pyramid``.
+    * ``gain``: LSTM ``sum_t g_t CE_t / sum_t g_t`` over ``frame_logits`` (Beyond Short Snippets).
+    * ``per_frame``: mean CE over ``frame_logits`` (RCNN: every frame predicts the video label).
+
+    ``aux_weight`` adds ``aux_weight * CE`` of each ``aux_logits`` head (GoogLeNet uses 0.3).
+    """
+
+    name: LossName = "ce"
+    lam: float = Field(0.01, ge=0, description="multitask: weight of the EPE term")
+    alphas: list[float] | None = Field(None, description="multitask: weights of the flow pyramid levels")
+    aux_weight: float = Field(0.0, ge=0)
+
+
+class FreezeConfig(_Strict):
+    """Two-phase training: for the first ``epochs`` epochs the parameters whose names start with one of
+    ``prefixes`` are frozen (no gradient; their BatchNorm layers in eval mode), then everything is
+    fine-tuned (same optimizer and schedule). ``prefixes: [stages]`` uses the model's own
+    ``set_training_stage(1|2)`` (RCNN: temporal weights and head first)."""
+
+    epochs: int = Field(0, ge=0, description="0 = single phase")
+    prefixes: list[str] = Field(default_factory=lambda: ["backbone."])
+
+
+class CheckpointSettings(_Strict):
+    """Checkpoints every epoch; keep the best ``num_to_keep`` by ``score_attribute`` (plus the latest)."""
+
+    num_to_keep: int = Field(2, ge=1)
+    score_attribute: str = Field("val_top1", description="a reported metric; falls back to -train_loss")
+    score_order: Literal["max", "min"] = "max"
+
+
+class TrackingConfig(_Strict):
+    """MLflow (rank 0 logs; the store and run are created by the driver)."""
+
+    experiment: str = "vidray"
+    run_name: str | None = None
+    log_model: bool = Field(False, description="log the final checkpoint.pt as an artifact")
+    flow_samples: int = Field(4, ge=0, description="flow visualisations logged (0 = none)")
+
+
+class RayTrainConfig(_Strict):
+    """Ray Train / Ray Data execution (CPU workers here, GPUs on a cluster)."""
+
+    ray_address: str | None = Field(None, description="None: RAY_ADDRESS or a new local Ray")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint")
+    prefetch_batches: int = Field(2, ge=0)
+    find_unused_parameters: bool = Field(False, description="DDP: for models with unused heads")
+
+
+class DebugConfig(_Strict):
+    """Testing aids. ``fail_after_epoch=k``: once per run folder (marker file), rank 0 dies early in
+    epoch ``k+1``, after epoch ``k``'s checkpoint was reported (``exit``: ``os._exit(1)``, a real
+    kill; ``raise``: an exception, for local mode inside a test)."""
+
+    fail_after_epoch: int | None = Field(None, ge=1)
+    fail_mode: Literal["exit", "raise"] = "exit"
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (smoke tests)")
+
+
+class TrainConfig(_Strict):
+    """Full ``vidray train`` configuration (``epochs`` counted from 1; ``batch_size`` per worker)."""
+
+    model: ModelConfig = ModelConfig()
+    input: InputConfig = InputConfig()
+    sampler: TrainSamplerConfig = TrainSamplerConfig()
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    loss: LossConfig = LossConfig()
+    freeze: FreezeConfig = FreezeConfig()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayTrainConfig = RayTrainConfig()
+    debug: DebugConfig = DebugConfig()
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1, description="clips per worker per step")
+    eval_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="autocast dtype; GPU only")
+    seed: int = 0
+
+    def run_hash(self) -> str:
+        """Hash of the settings that define a run's results (not ray/debug/tracking): a run folder is
+        resumed only by the same settings."""
+        d = self.model_dump(mode="json")
+        for k in ("ray", "debug", "tracking"):
+            d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

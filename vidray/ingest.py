@@ -21,7 +21,6 @@ Pipeline (one Ray Data dataset, CPU tasks)::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -43,6 +42,7 @@ from vidray.config import IngestConfig
 from vidray.io.imcodec import encode_image
 from vidray.io.manifest import Manifest, ManifestEntry, read_manifest
 from vidray.io.schema import CLIP_SCHEMA, SCHEMA_VERSION, STATUS_SCHEMA
+from vidray.io.store import Store
 from vidray.io.video import VideoDecodeError, VideoInfo, iter_frames, output_size, probe
 from vidray.sampling import flow_indices, flow_step, sample_frames
 
@@ -234,58 +234,56 @@ def process_videos(batch: pa.Table, cfg: IngestConfig) -> Iterator[pa.Table]:
 # ------------------------------------------------------------------------------------------------
 # Output files: commit protocol, status, resume
 # ------------------------------------------------------------------------------------------------
-def _atomic_write_table(table: pa.Table, final: Path) -> None:
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, final)
-
-
 def batch_key(video_ids: Iterable[str]) -> str:
     """Deterministic part name for a set of videos (a retried task rewrites the same files)."""
     h = hashlib.sha256("\n".join(sorted(video_ids)).encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:20]
 
 
-def committed_parts(out: str | Path) -> list[tuple[Path | None, Path]]:
-    """``(clips_part or None, status_part)`` for every committed part, sorted by key."""
-    out = Path(out)
-    parts = []
-    for sp in sorted((out / "status").glob("part-*.parquet")):
-        cp = out / "clips" / sp.name
-        parts.append((cp if cp.exists() else None, sp))
-    return parts
+def _store(out: str | Path | Store) -> Store:
+    return out if isinstance(out, Store) else Store(out)
 
 
-def clip_files(out: str | Path) -> list[str]:
-    """Paths of the committed clips parts (what readers and training should read)."""
-    return [str(c) for c, _ in committed_parts(out) if c is not None]
+def committed_parts(out: str | Path | Store) -> list[tuple[str | None, str]]:
+    """``(clips_part or None, status_part)`` paths relative to ``out`` for every committed part."""
+    st = _store(out)
+    clips = set(st.list("clips", "part-", ".parquet"))
+    return [(f"clips/{n}" if n in clips else None, f"status/{n}") for n in st.list("status", "part-", ".parquet")]
 
 
-def read_status(out: str | Path) -> pa.Table:
+def clip_files(out: str | Path | Store) -> list[str]:
+    """Paths/URIs of the committed clips parts (what readers and training should read)."""
+    st = _store(out)
+    return [st.url(c) for c, _ in committed_parts(st) if c is not None]
+
+
+def read_status(out: str | Path | Store) -> pa.Table:
     """The whole status table (``STATUS_SCHEMA``), one row per manifest entry."""
-    parts = [pq.read_table(s, schema=STATUS_SCHEMA) for _, s in committed_parts(out)]
+    st = _store(out)
+    parts = [st.read_table(s, schema=STATUS_SCHEMA) for _, s in committed_parts(st)]
     return pa.concat_tables(parts) if parts else STATUS_SCHEMA.empty_table()
 
 
-def _clean_orphans(out: Path) -> int:
+def _clean_orphans(st: Store) -> int:
     """Delete temp files and clips parts whose status part was never committed."""
     n = 0
     for d in ("clips", "status"):
-        for tmp in (out / d).glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for tmp in st.list(d, ".", ".tmp"):
+            st.delete(f"{d}/{tmp}")
             n += 1
-    for cp in (out / "clips").glob("part-*.parquet"):
-        if not (out / "status" / cp.name).exists():
-            cp.unlink()
+    status = set(st.list("status", "part-", ".parquet"))
+    for name in st.list("clips", "part-", ".parquet"):
+        if name not in status:
+            st.delete(f"clips/{name}")
             n += 1
     return n
 
 
-def _drop_failed(out: Path) -> int:
+def _drop_failed(st: Store) -> int:
     """For ``--retry-failed``: remove failed rows from the status parts. Returns how many."""
     dropped = 0
-    for _, sp in committed_parts(out):
-        t = pq.read_table(sp, schema=STATUS_SCHEMA)
+    for cp, sp in committed_parts(st):
+        t = st.read_table(sp, schema=STATUS_SCHEMA)
         keep = pc.not_equal(t["status"], "failed")
         n_failed = t.num_rows - pc.sum(keep.cast(pa.int64())).as_py()
         if n_failed == 0:
@@ -293,12 +291,11 @@ def _drop_failed(out: Path) -> int:
         dropped += n_failed
         kept = t.filter(keep)
         if kept.num_rows == 0:
-            cp = out / "clips" / sp.name  # a status part with only failures has no clip rows
-            if cp.exists():
-                raise RuntimeError(f"{cp} holds rows for a part whose entries all failed")
-            sp.unlink()
+            if cp is not None:  # a status part with only failures has no clip rows
+                raise RuntimeError(f"{st.url(cp)} holds rows for a part whose entries all failed")
+            st.delete(sp)
         else:
-            _atomic_write_table(kept, sp)
+            st.write_table(kept, sp)
     return dropped
 
 
@@ -319,8 +316,8 @@ class IngestSink(Datasink):
         return "VidrayIngest"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict:
-        out = Path(self.out)
-        tmp_clips = out / "clips" / f".part-{uuid.uuid4().hex}.tmp"
+        st = Store(self.out)
+        tmp_clips = st.temp_name(f"clips/part-{uuid.uuid4().hex}")
         writer = None
         status_rows: list[pa.Table] = []
         ids: list[str] = []
@@ -331,13 +328,12 @@ class IngestSink(Datasink):
                 if t.num_rows == 0:
                     continue
                 first = pc.equal(t["chunk_index"], 0)
-                st = t.filter(first).select(STATUS_SCHEMA.names).cast(STATUS_SCHEMA)
-                status_rows.append(st)
-                ids.extend(st["video_id"].to_pylist())
+                status_rows.append(t.filter(first).select(STATUS_SCHEMA.names).cast(STATUS_SCHEMA))
+                ids.extend(status_rows[-1]["video_id"].to_pylist())
                 ok = t.filter(pc.equal(t["status"], "ok")).select(CLIP_SCHEMA.names).cast(CLIP_SCHEMA)
                 if ok.num_rows:
                     if writer is None:
-                        writer = pq.ParquetWriter(tmp_clips, CLIP_SCHEMA)
+                        writer = pq.ParquetWriter(st.path(tmp_clips), CLIP_SCHEMA, filesystem=st.fs)
                     writer.write_table(ok)
                     n_rows += ok.num_rows
             if writer is not None:
@@ -345,20 +341,20 @@ class IngestSink(Datasink):
                 writer = None
             if not ids:
                 return {"videos": 0, "rows": 0}
-            key = batch_key(ids)
-            final = f"part-{key}.parquet"
+            final = f"part-{batch_key(ids)}.parquet"
             if n_rows:
-                os.replace(tmp_clips, out / "clips" / final)
+                # a rename on filesystems; on object stores a server-side copy of a complete object,
+                # which is never visible half-written either
+                st.commit(tmp_clips, f"clips/{final}")
             if self.fault_kill_once and not os.path.exists(self.fault_kill_once):
                 Path(self.fault_kill_once).write_text(f"killed pid {os.getpid()} before committing {final}\n")
                 os.kill(os.getpid(), signal.SIGKILL)
-            _atomic_write_table(pa.concat_tables(status_rows), out / "status" / final)
+            st.write_table(pa.concat_tables(status_rows), f"status/{final}")
             return {"videos": len(ids), "rows": n_rows, "part": final}
         finally:
             if writer is not None:
                 writer.close()
-            if tmp_clips.exists():
-                tmp_clips.unlink()
+            st.delete(tmp_clips)
 
     def on_write_complete(self, write_result: Any) -> None:
         self.results = list(getattr(write_result, "write_returns", []) or [])
@@ -421,7 +417,7 @@ def _init_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
-def _write_dataset_json(out: Path, manifest: Manifest, cfg: IngestConfig, state: str, counts: dict) -> None:
+def _write_dataset_json(st: Store, manifest: Manifest, cfg: IngestConfig, state: str, counts: dict) -> None:
     meta = {
         "format": "vidray-ingest",
         "schema_version": SCHEMA_VERSION,
@@ -435,9 +431,7 @@ def _write_dataset_json(out: Path, manifest: Manifest, cfg: IngestConfig, state:
         "config": cfg.model_dump(mode="json"),
         "counts": counts,
     }
-    tmp = out / ".dataset.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / "dataset.json")
+    st.write_json(meta, "dataset.json")
 
 
 def run_ingest(
@@ -453,31 +447,28 @@ def run_ingest(
     """Ingest ``manifest`` into ``out`` (see module doc). Resumes when ``out`` already holds a run
     with the same data settings; refuses (``ValueError``) when the settings differ, unless
     ``overwrite`` (which deletes the previous output)."""
-    import shutil
-
     cfg = cfg or IngestConfig()
     t0 = time.perf_counter()
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, root)
-    out = Path(out)
-    meta_path = out / "dataset.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
+    st = Store(out)
+    if st.exists("dataset.json"):
+        old = st.read_json("dataset.json")
         if overwrite:
             for d in ("clips", "status"):
-                shutil.rmtree(out / d, ignore_errors=True)
+                st.delete_dir(d)
         elif old.get("data_hash") != cfg.data_hash():
             raise ValueError(
-                f"{out} holds an ingest made with other data settings (data_hash {old.get('data_hash')} "
+                f"{st.uri} holds an ingest made with other data settings (data_hash {old.get('data_hash')} "
                 f"!= {cfg.data_hash()}); use another --out, or --overwrite to replace it"
             )
     for d in ("clips", "status"):
-        (out / d).mkdir(parents=True, exist_ok=True)
-    _clean_orphans(out)
+        st.makedirs(d)
+    _clean_orphans(st)
     if retry_failed:
-        logger.info("retry-failed: dropped %d failed status rows", _drop_failed(out))
-    done = set(read_status(out)["video_id"].to_pylist())
+        logger.info("retry-failed: dropped %d failed status rows", _drop_failed(st))
+    done = set(read_status(st)["video_id"].to_pylist())
     todo = [_entry_dict(e) for e in man.entries if e.video_id not in done]
-    _write_dataset_json(out, man, cfg, "running", {})
+    _write_dataset_json(st, man, cfg, "running", {})
 
     if todo:
         _init_ray(cfg.execution.ray_address)
@@ -501,26 +492,29 @@ def run_ingest(
                 num_cpus=ex.num_cpus_per_task,
                 memory=ex.memory_per_task_mb * 1024 * 1024 if ex.memory_per_task_mb else None,
                 max_retries=ex.max_retries,
+                runtime_env={"env_vars": dict(ex.env_vars)} if ex.env_vars else None,
             )
-            sink = IngestSink(str(out.resolve()), fault_kill_once=_fault_kill_once)
+            sink = IngestSink(st.uri, fault_kill_once=_fault_kill_once)
             remote_args: dict[str, Any] = {"num_cpus": ex.num_cpus_per_task, "max_retries": ex.max_retries}
+            if ex.env_vars:
+                remote_args["runtime_env"] = {"env_vars": dict(ex.env_vars)}
             ds.write_datasink(sink, ray_remote_args=remote_args, concurrency=ex.concurrency)
-        _record_lost(out, todo, ex.max_retries)
+        _record_lost(st, todo, ex.max_retries)
 
-    _clean_orphans(out)
-    status = read_status(out)
-    summary = _summarise(out, status, len(todo), time.perf_counter() - t0)
+    _clean_orphans(st)
+    status = read_status(st)
+    summary = _summarise(st.uri, status, len(todo), time.perf_counter() - t0)
     missing = {e.video_id for e in man.entries} - set(status["video_id"].to_pylist())
     if missing:  # _record_lost covers every lost task; anything else is a bug: say so loudly
         raise RuntimeError(f"{len(missing)} manifest entries have no status row, e.g. {sorted(missing)[:3]}")
     counts = {k: v for k, v in asdict(summary).items() if k not in ("failures", "out")}
-    _write_dataset_json(out, man, cfg, "complete", counts)
+    _write_dataset_json(st, man, cfg, "complete", counts)
     return summary
 
 
-def _record_lost(out: Path, todo: list[dict], max_retries: int) -> int:
+def _record_lost(st: Store, todo: list[dict], max_retries: int) -> int:
     """Record entries whose task died more than ``max_retries`` times as failed (``WorkerCrashed``)."""
-    have = set(read_status(out)["video_id"].to_pylist())
+    have = set(read_status(st)["video_id"].to_pylist())
     lost = [e for e in todo if e["video_id"] not in have]
     if not lost:
         return 0
@@ -533,12 +527,12 @@ def _record_lost(out: Path, todo: list[dict], max_retries: int) -> int:
         for e in lost
     ]
     table = pa.Table.from_pylist(rows, schema=TASK_SCHEMA).select(STATUS_SCHEMA.names).cast(STATUS_SCHEMA)
-    _atomic_write_table(table, out / "status" / f"part-{batch_key([e['video_id'] for e in lost])}.parquet")
+    st.write_table(table, f"status/part-{batch_key([e['video_id'] for e in lost])}.parquet")
     logger.warning("%d videos were lost with their Ray tasks and are recorded as failed", len(lost))
     return len(lost)
 
 
-def _summarise(out: Path, status: pa.Table, processed: int, wall: float) -> IngestSummary:
+def _summarise(out: str, status: pa.Table, processed: int, wall: float) -> IngestSummary:
     st = status.to_pydict()
     n = status.num_rows
     s = st["status"]
@@ -548,7 +542,7 @@ def _summarise(out: Path, status: pa.Table, processed: int, wall: float) -> Inge
     ]
     failed = s.count("failed")
     return IngestSummary(
-        out=str(out), entries=n, ok=s.count("ok"), failed=failed, skipped=s.count("skipped"),
+        out=out, entries=n, ok=s.count("ok"), failed=failed, skipped=s.count("skipped"),
         processed_this_run=processed, frames=int(sum(st["num_frames"])), flow_stacks=int(sum(st["num_flow"])),
         bytes=int(sum(st["bytes"])), wall_s=wall, failure_fraction=failed / n if n else 0.0, failures=failures,
     )

@@ -10,7 +10,6 @@ leftovers of a crashed writer.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,11 +71,13 @@ class IngestDataset:
     """An ingest output folder (``clips/``, ``status/``, ``dataset.json``)."""
 
     def __init__(self, out: str | Path):
-        self.out = Path(out)
-        meta_path = self.out / "dataset.json"
-        if not meta_path.exists():
+        from vidray.io.store import Store
+
+        self.store = Store(out)
+        self.out = self.store.uri
+        if not self.store.exists("dataset.json"):
             raise FileNotFoundError(f"{self.out} is not an ingest output (no dataset.json)")
-        self.meta: dict = json.loads(meta_path.read_text())
+        self.meta: dict = self.store.read_json("dataset.json")
         if self.meta.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(
                 f"{self.out}: schema version {self.meta.get('schema_version')} is not {SCHEMA_VERSION}; re-ingest it"
@@ -91,16 +92,16 @@ class IngestDataset:
         """Committed clips parts."""
         from vidray.ingest import clip_files
 
-        return clip_files(self.out)
+        return clip_files(self.store)
 
     def status(self) -> pa.Table:
         from vidray.ingest import read_status
 
-        return read_status(self.out)
+        return read_status(self.store)
 
     def table(self, columns: list[str] | None = None, split: str | None = None) -> pa.Table:
         """All committed clip rows (optionally some columns / one split) as one Arrow table."""
-        parts = [pq.read_table(f, columns=columns, schema=CLIP_SCHEMA) for f in self.files]
+        parts = [pq.read_table(f, columns=columns, schema=CLIP_SCHEMA, filesystem=self._fs()) for f in self._paths()]
         t = pa.concat_tables(parts) if parts else CLIP_SCHEMA.empty_table()
         if columns is not None:
             t = t.select(columns)
@@ -115,8 +116,8 @@ class IngestDataset:
     def iter_videos(self, split: str | None = None, decode: bool = True) -> Iterator[VideoRecord]:
         """Videos in part order, chunks merged in ``chunk_index`` order, frames/flow decoded."""
         rows: dict[str, list[dict]] = {}
-        for f in self.files:
-            t = pq.read_table(f, schema=CLIP_SCHEMA)
+        for f in self._paths():
+            t = pq.read_table(f, schema=CLIP_SCHEMA, filesystem=self._fs())
             for row in t.to_pylist():
                 if split is None or row["split"] == split:
                     rows.setdefault(row["video_id"], []).append(row)
@@ -137,6 +138,15 @@ class IngestDataset:
             frame_time_s=np.concatenate([np.asarray(r["frame_time_s"], np.float32) for r in chunks]),
             frames=frames, flow=flow, flow_meta=r0["flow_meta"], meta=meta,
         )
+
+    def _fs(self):
+        return self.store.fs
+
+    def _paths(self) -> list[str]:
+        """Committed clips parts as paths on :attr:`store`'s filesystem."""
+        from vidray.ingest import committed_parts
+
+        return [self.store.path(c) for c, _ in committed_parts(self.store) if c is not None]
 
     def ray_dataset(self, columns: list[str] | None = None):
         """A ``ray.data.Dataset`` over the committed clips parts (for training)."""
