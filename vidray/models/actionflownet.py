@@ -390,6 +390,13 @@ class ActionFlowNet(nn.Module):
         self.fc = nn.Linear(self.encoder.out_channels, num_classes)
         self.with_flow = with_flow
 
+    @property
+    def unused_parameter_names(self) -> list[str]:
+        """Decoder parameters, when the default forward does not run the decoder (``with_flow=False``)."""
+        if self.with_flow or self.decoder is None:
+            return []
+        return [f"decoder.{n}" for n, _ in self.decoder.named_parameters()]
+
     def drop_decoder(self) -> "ActionFlowNet":
         """Delete the flow decoder (inference: only the classifier is needed). Returns ``self``."""
         self.decoder = None
@@ -531,6 +538,13 @@ class ActionFlowNet2F(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(trunk.out_channels, num_classes)
         self.with_flow = with_flow
+
+    @property
+    def unused_parameter_names(self) -> list[str]:
+        """Decoder parameters, when the default forward does not run the decoder (``with_flow=False``)."""
+        if self.with_flow or self.flownet.decoder is None:
+            return []
+        return [f"flownet.decoder.{n}" for n, _ in self.flownet.decoder.named_parameters()]
 
     def drop_decoder(self) -> "ActionFlowNet2F":
         """Delete the flow decoder (inference). Returns ``self``."""
