@@ -16,15 +16,15 @@ samplers are deterministic and ignore it.
 
 Names follow MMAction2's ``clip_len x frame_interval x num_clips``:
 
-========================  ====================================  ======================  ============
-sampler                   what                                   output shape            paper
-========================  ====================================  ======================  ============
-``TSNSampler``            one frame per equal segment            ``(1, num_segments)``   TSN
-``RandomClipSampler``     one clip, ``frame_interval`` apart      ``(1, clip_len)``       C3D/I3D
-``FramePairSampler``      two consecutive stored frames          ``(1, 2)``              RCNN random
-``SequentialSampler``     the whole video (up to ``max_len``)    ``(1, T)``              RCNN seq., LSTM
-``UniformClipsSampler``   ``num_clips`` evenly spread clips      ``(num_clips, clip_len)``  multi-clip test
-========================  ====================================  ======================  ============
+=======================  ===================================  =========================  ===============
+sampler                  what                                 output shape               paper
+=======================  ===================================  =========================  ===============
+``TSNSampler``           one frame per equal segment          ``(1, num_segments)``      TSN
+``RandomClipSampler``    one clip, ``frame_interval`` apart   ``(1, clip_len)``          C3D/I3D
+``FramePairSampler``     two consecutive stored frames        ``(1, 2)``                 RCNN random
+``SequentialSampler``    the whole video (up to ``max_len``)  ``(1, T)``                 RCNN seq., LSTM
+``UniformClipsSampler``  ``num_clips`` evenly spread clips    ``(num_clips, clip_len)``  multi-clip test
+=======================  ===================================  =========================  ===============
 
 ``frame_interval`` is counted in SOURCE frames (as in MMAction2, where every decoded frame is
 available). Each wanted source frame is mapped to the stored frame whose ``frame_index`` is nearest

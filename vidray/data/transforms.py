@@ -17,6 +17,10 @@ factors) are drawn ONCE per sample and applied to all frames and to the flow. Wi
 they stay displacements in pixels of the output image (needed for an EPE loss against them);
 MMAction2/TSN treat flow as an image and do not rescale (``rescale_flow=False``).
 
+Order: geometric transforms and :class:`ColorJitter` work on uint8 numpy (OpenCV, ~0.1-0.3 ms per
+frame), then :class:`ToTensor` and :class:`Normalize` on torch. In data-loading processes set
+``torch.set_num_threads(1)``: on a busy 2-core machine two intra-op threads made ToTensor ~4x slower.
+
 Typical use::
 
     pipeline = train_pipeline(size=224)                  # multi-scale crop, flip, jitter, normalise
@@ -128,6 +132,14 @@ def _resize_flow(
     return out
 
 
+def _hflip_frames(imgs: np.ndarray) -> np.ndarray:
+    """Mirror ``(T, H, W, 3)`` uint8 frames left-right (OpenCV: ~40x faster than a numpy ``::-1`` copy)."""
+    out = np.empty_like(imgs)
+    for t in range(imgs.shape[0]):
+        cv2.flip(imgs[t], 1, dst=out[t])
+    return out
+
+
 def flip_flow(flow: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Horizontally flip a flow stack ``(..., 2L, H, W)`` and NEGATE its x planes (even channels).
 
@@ -140,7 +152,11 @@ def flip_flow(flow: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     if isinstance(flow, torch.Tensor):
         out = torch.flip(flow, dims=(-1,)).clone()
     else:
-        out = np.array(flow[..., ::-1], dtype=np.float32)
+        src = np.ascontiguousarray(flow, dtype=np.float32)
+        out = np.empty_like(src)
+        planes, oplanes = src.reshape((-1,) + src.shape[-2:]), out.reshape((-1,) + src.shape[-2:])
+        for i in range(planes.shape[0]):
+            cv2.flip(planes[i], 1, dst=oplanes[i])
     out[..., 0::2, :, :] = -out[..., 0::2, :, :]
     return out
 
@@ -373,7 +389,7 @@ class Flip:
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
         flip = bool(_rng(rng).random() < self.flip_ratio)
         if flip:
-            results["imgs"] = np.ascontiguousarray(results["imgs"][:, :, ::-1])
+            results["imgs"] = _hflip_frames(results["imgs"])
             if results.get("flow") is not None:
                 results["flow"] = flip_flow(results["flow"])
         results["flip"] = flip
@@ -417,7 +433,7 @@ class MultiCrop:
         v_imgs, v_flow = [], []
         for box, flipped in views:
             im = _resize_frames(imgs, box, out_hw)
-            v_imgs.append(np.ascontiguousarray(im[:, :, ::-1]) if flipped else im)
+            v_imgs.append(_hflip_frames(im) if flipped else im)
             if flow is not None:
                 fl = _resize_flow(flow, _map_box(box, hw, flow.shape[2:]), out_hw, self.rescale_flow)
                 v_flow.append(flip_flow(fl) if flipped else fl)
@@ -441,8 +457,9 @@ class ToTensor:
     """
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
-        imgs = torch.from_numpy(np.ascontiguousarray(results["imgs"]))
-        results["imgs"] = imgs.movedim(-1, -3).to(torch.float32).div_(255.0).contiguous()
+        imgs = torch.from_numpy(np.ascontiguousarray(results["imgs"])).movedim(-1, -3)
+        out = torch.empty(imgs.shape, dtype=torch.float32)  # contiguous (..., 3, H, W)
+        results["imgs"] = out.copy_(imgs).mul_(1.0 / 255.0)
         if results.get("flow") is not None:
             results["flow"] = torch.as_tensor(np.ascontiguousarray(results["flow"]), dtype=torch.float32)
         return results
@@ -451,9 +468,9 @@ class ToTensor:
         return "ToTensor()"
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma of ``(..., 3, H, W)`` -> ``(..., 1, H, W)`` (torchvision's weights)."""
-    return (0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :])
+def _gray3(frame: np.ndarray) -> np.ndarray:
+    """ITU-R 601 grey (``0.299 R + 0.587 G + 0.114 B``, rounded) of ``(H, W, 3)`` uint8, as 3 channels."""
+    return cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
 class ColorJitter:
@@ -461,17 +478,17 @@ class ColorJitter:
 
     Factors are uniform in ``[max(0, 1-a), 1+a]`` for ``a`` = brightness, contrast, saturation, and the
     three adjustments are applied in a random order (drawn once per sample), as torchvision's
-    ``ColorJitter`` does per image:
+    ``ColorJitter`` does on a uint8 image. On each frame ``x`` (uint8, values 0..255):
 
     * brightness ``b``: ``x * b``;
-    * contrast ``c``: ``(x - m) * c + m``, ``m`` the mean grey level of each frame;
-    * saturation ``s``: ``(x - g) * s + g``, ``g`` the per-pixel grey image;
+    * contrast ``c``: ``x * c + (1 - c) * m``, ``m`` the mean grey level of that frame;
+    * saturation ``s``: ``x * s + (1 - s) * g``, ``g`` the per-pixel grey image;
 
-    each clamped to ``[0, 1]``. Hue is not jittered. The flow is never touched.
+    each rounded and clamped to ``0..255`` (OpenCV ``addWeighted``; ~0.1 ms per 224x224 frame, several
+    times faster than the same on float tensors here). Hue is not jittered. The flow is never touched.
 
-    Reads ``imgs`` (..., 3, H, W) float torch in ``[0, 1]`` (after :class:`ToTensor`). Writes
-    ``imgs`` (same shape). Adds ``color_jitter`` ``{"brightness": b, "contrast": c, "saturation": s,
-    "order": [...]}``.
+    Reads ``imgs`` (T, H, W, 3) uint8 numpy (before :class:`ToTensor`). Writes ``imgs`` (same shape).
+    Adds ``color_jitter`` ``{"brightness": b, "contrast": c, "saturation": s, "order": [...]}``.
     """
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4) -> None:
@@ -481,27 +498,30 @@ class ColorJitter:
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
         rng = _rng(rng)
-        x: torch.Tensor = results["imgs"]
-        if not torch.is_tensor(x) or x.shape[-3] != 3:
-            raise ValueError("ColorJitter needs imgs as a (..., 3, H, W) float tensor: put ToTensor first")
+        imgs = results["imgs"]
+        if not (isinstance(imgs, np.ndarray) and imgs.dtype == np.uint8 and imgs.shape[-1] == 3):
+            raise ValueError("ColorJitter needs imgs as (..., H, W, 3) uint8 numpy: put it before ToTensor")
         f = {
             name: float(rng.uniform(max(0.0, 1.0 - a), 1.0 + a))
             for name, a in (("brightness", self.brightness), ("contrast", self.contrast),
                             ("saturation", self.saturation))
         }  # fmt: skip
         order = [("brightness", "contrast", "saturation")[i] for i in rng.permutation(3)]
-        for name in order:
-            v = f[name]
-            if name == "brightness":
-                x = x * v
-            elif name == "contrast":
-                m = _gray(x).mean(dim=(-3, -2, -1), keepdim=True)
-                x = (x - m) * v + m
-            else:
-                g = _gray(x)
-                x = (x - g) * v + g
-            x = x.clamp_(0.0, 1.0)
-        results["imgs"] = x
+        flat = imgs.reshape((-1,) + imgs.shape[-3:])
+        out = np.empty_like(flat)
+        for t in range(flat.shape[0]):
+            x = flat[t]
+            for name in order:
+                v = f[name]
+                if name == "brightness":
+                    x = cv2.addWeighted(x, v, x, 0.0, 0.0)
+                elif name == "contrast":
+                    m = float(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).mean())
+                    x = cv2.addWeighted(x, v, x, 0.0, (1.0 - v) * m)
+                else:
+                    x = cv2.addWeighted(x, v, _gray3(x), 1.0 - v, 0.0)
+            out[t] = x
+        results["imgs"] = out.reshape(imgs.shape)
         results["color_jitter"] = {**f, "order": order}
         return results
 
@@ -541,7 +561,7 @@ class Normalize:
             raise ValueError("Normalize needs imgs as a (..., 3, H, W) float tensor: put ToTensor first")
         mean = torch.tensor(self.mean, dtype=x.dtype).view(3, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype).view(3, 1, 1)
-        results["imgs"] = (x - mean) / std
+        results["imgs"] = (x - mean).div_(std)
         flow = results.get("flow")
         if flow is not None:
             if self.flow_mean_subtract:
@@ -569,7 +589,7 @@ def train_pipeline(
     flow_scale: float = 1.0,
     rescale_flow: bool = True,
 ) -> Compose:
-    """The TSN training pipeline: MultiScaleCrop -> Flip -> ToTensor -> [ColorJitter] -> Normalize.
+    """The TSN training pipeline: MultiScaleCrop -> Flip -> [ColorJitter] -> ToTensor -> Normalize.
 
     In: ``imgs`` (T, H, W, 3) uint8, optional ``flow`` (T, 2L, Hf, Wf) float pixels.
     Out: ``imgs`` (T, 3, size, size) float32, ``flow`` (T, 2L, size, size) float32.
@@ -577,11 +597,10 @@ def train_pipeline(
     ts: list[Transform] = [
         MultiScaleCrop(size, scales, max_distort, rescale_flow=rescale_flow),
         Flip(flip_ratio),
-        ToTensor(),
     ]
     if color_jitter is not None:
         ts.append(ColorJitter(*color_jitter))
-    ts.append(Normalize(flow_scale=flow_scale))
+    ts += [ToTensor(), Normalize(flow_scale=flow_scale)]
     return Compose(ts)
 
 
