@@ -23,7 +23,6 @@ from vidray.models import (  # noqa: E402,F401  (import for side effect: registr
     pooling,
     actionflownet,
     tdn,
-    fusion,
 )
 
 __all__ = ["ModelInfo", "create_model", "get_model_builder", "list_models", "model_info", "register_model"]

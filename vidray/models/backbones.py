@@ -62,6 +62,8 @@ __all__ = [
     "Backbone",
     "BackboneSpec",
     "TinyVGG",
+    "VECTOR_TAPS",
+    "backbone_spec",
     "WeightsLike",
     "adapt_first_conv",
     "build_backbone",
@@ -81,7 +83,7 @@ class TinyVGG(nn.Module):
     """A 5-stage VGG-shaped CNN for CPU tests and demos (not from a paper).
 
     Each stage is one 3x3 conv (padding 1) + ReLU + 2x2 max-pool, so ``pool<k>`` has stride ``2**k``;
-    then global average pooling and VGG's classifier layout ``fc6 -> ReLU -> Dropout -> fc7 -> ReLU ->
+    then global average pooling and VGG's classifier layout (He-initialised) ``fc6 -> ReLU -> Dropout -> fc7 -> ReLU ->
     Dropout -> fc8``. Module names mirror torchvision's VGG (``features.<i>``, ``classifier.<i>``), so the
     same code paths (tap nodes, first-conv replacement, RCNN conversion) apply to both.
 
@@ -90,7 +92,7 @@ class TinyVGG(nn.Module):
         widths: output channels of the 5 conv stages.
         fc_dim: width of fc6 and fc7.
         num_classes: outputs of fc8.
-        dropout: dropout probability in the classifier.
+        dropout: dropout probability in the classifier (default 0: the fc7 tap is noise-free in training).
 
     Shapes: input ``(N, C, H, W)``, output ``(N, num_classes)``.
     """
@@ -101,7 +103,7 @@ class TinyVGG(nn.Module):
         widths: Sequence[int] = (8, 16, 32, 32, 32),
         fc_dim: int = 64,
         num_classes: int = 10,
-        dropout: float = 0.5,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -120,6 +122,12 @@ class TinyVGG(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(fc_dim, num_classes),
         )
+        # He init everywhere (zero biases) keeps the activation scale through the 7 layers, so random-init
+        # features still tell inputs apart (PyTorch's default init shrinks them ~3x per layer).
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
@@ -228,6 +236,9 @@ def _resnet_spec(name: str, expansion: int) -> BackboneSpec:
         ("res2", "res3", "res4", "res5", "pool"), enum[name],
     )  # fmt: skip
 
+
+#: Taps whose output is a ``(N, D)`` vector rather than a ``(N, C, H, W)`` map, in every backbone.
+VECTOR_TAPS = frozenset({"fc6", "fc7", "pool"})
 
 _SPECS: dict[str, BackboneSpec] = {
     s.name: s
@@ -415,6 +426,7 @@ class Backbone(nn.Module):
         name: backbone name.
         taps: tuple of tap names, in the order given.
         tap_channels: tap -> channels ``C`` (maps) or dimension ``D`` (vectors).
+        vector_taps: the taps that are ``(N, D)`` vectors (``fc6``, ``fc7``, ``pool``).
         body: the ``torch.fx.GraphModule`` returned by ``create_feature_extractor``; it holds only the
             layers needed for the requested taps.
 
@@ -428,6 +440,7 @@ class Backbone(nn.Module):
         self.body = body
         self.taps = tuple(taps)
         self.tap_channels = {t: int(tap_channels[t]) for t in self.taps}
+        self.vector_taps = frozenset(t for t in self.taps if t in VECTOR_TAPS)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(self.body(x))
