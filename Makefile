@@ -1,5 +1,5 @@
 # vidray: two commands do all set-up on a fresh machine.
-#   make demo   synth corpus -> ingest (Ray Data) -> summary, on this machine
+#   make demo   synth corpus -> ingest (Ray Data) -> train (Ray Train) -> eval, MLflow run, on this machine
 #   make test   install (venv + package + test extras) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,10 +24,14 @@ test-fast: install
 demo: install
 	$(BIN)/vidray synth --out $(DEMO)/corpus --videos 60 --kind motion --seed 0
 	$(BIN)/vidray ingest $(DEMO)/corpus/manifest.csv --out $(DEMO)/data --config configs/demo_ingest.yaml
+	$(BIN)/vidray train --data $(DEMO)/data --config configs/train_demo.yaml --workers 1 --out $(DEMO)/run
+	$(BIN)/vidray eval $(DEMO)/run --data $(DEMO)/data --split test --clips 2 --crops 3
+	@echo "MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO))/run/mlflow.db --host 127.0.0.1"
 
 bench: install
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/flow.py
+	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/ingest.py
 
 clean:

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingest_1_worker_s": round(t1, 3), "ingest_2_workers_s": round(t2, 3),
         "efficiency_stages_over_ingest1": round(total / t1, 3), "scaling_1_over_2": round(t1 / t2, 3),
     }
-    print(f"stages alone (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()) + f" = {total:.2f}")
+    print("stages alone (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()) + f" = {total:.2f}")
     print(f"ingest, 1 worker: {t1:.2f} s   2 workers: {t2:.2f} s")
     print(f"efficiency (stages / ingest_1): {total / t1:.2f} (target >= 0.7)")
     print(f"scaling (ingest_1 / ingest_2):  {t1 / t2:.2f} (target >= 1.8)")

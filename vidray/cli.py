@@ -100,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
 # Other stages add their subcommands here: functions (subparsers, commands) -> None.
 _EXTRA_COMMANDS: list[Callable] = []
 
+from vidray.plan import add_plan_parser  # noqa: E402  (light: measures/imports only when run)
+
+_EXTRA_COMMANDS.append(add_plan_parser)
+
+from vidray.train.commands import add_eval_parsers, add_train_parser  # noqa: E402  (light: argparse only)
+
+_EXTRA_COMMANDS += [add_train_parser, add_eval_parsers]
+
+from vidray.tune import add_tune_parsers  # noqa: E402  (light: Ray Tune is imported when run)
+
+_EXTRA_COMMANDS.append(add_tune_parsers)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vidray`` console script."""

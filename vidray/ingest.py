@@ -44,6 +44,7 @@ from vidray.io.manifest import Manifest, ManifestEntry, read_manifest
 from vidray.io.schema import CLIP_SCHEMA, SCHEMA_VERSION, STATUS_SCHEMA
 from vidray.io.store import Store
 from vidray.io.video import VideoDecodeError, VideoInfo, iter_frames, output_size, probe
+from vidray.runtime import init_ray
 from vidray.sampling import flow_indices, flow_step, sample_frames
 
 logger = logging.getLogger(__name__)
@@ -406,17 +407,6 @@ def _entry_dict(e: ManifestEntry) -> dict:
     }
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"])
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True)
-
-
 def _write_dataset_json(st: Store, manifest: Manifest, cfg: IngestConfig, state: str, counts: dict) -> None:
     meta = {
         "format": "vidray-ingest",
@@ -471,7 +461,7 @@ def run_ingest(
     _write_dataset_json(st, man, cfg, "running", {})
 
     if todo:
-        _init_ray(cfg.execution.ray_address)
+        init_ray(cfg.execution.ray_address)
         import ray.data
 
         ex = cfg.execution

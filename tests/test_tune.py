@@ -1,0 +1,116 @@
+"""Ray Tune sweeps over vidray train (Train V2 inside Tune), MLflow parent/child runs, retries, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vidray.tune import SweepConfig, build_space, max_concurrent, trial_config, tune_fusion
+
+
+def test_space_and_resource_rules(tmp_path):
+    from ray.tune.search.sample import Categorical, Float
+
+    space = build_space({"optim.lr": {"loguniform": [1e-4, 1e-1]}, "loss.lam": {"choice": [0.0, 0.1]},
+                         "sampler.num_frames": {"grid": [4, 8]}})
+    assert isinstance(space["optim.lr"], Float) and isinstance(space["loss.lam"], Categorical)
+    assert space["sampler.num_frames"] == {"grid_search": [4, 8]}
+    with pytest.raises(ValueError, match="unknown distribution"):
+        build_space({"optim.lr": {"gaussian": [0, 1]}})
+    # 2 CPUs: 0.5 (trial) + 0.5 (worker) per trial, one CPU left for Ray Data -> one trial at a time
+    assert max_concurrent(2, SweepConfig()) == 1
+    assert max_concurrent(16, SweepConfig(workers=2)) == 10
+    (tmp_path / "base.yaml").write_text("epochs: 3\nbatch_size: 4\n")
+    sweep = SweepConfig(base="base.yaml", data="d", model="single_frame", overrides=["optim.lr=0.5"])
+    cfg, data = trial_config(sweep, tmp_path, {"optim.lr": 0.01, "data": "other"})
+    assert (cfg.epochs, cfg.optim.lr, cfg.model.name, data) == (3, 0.01, "single_frame", "other")
+    assert cfg.ray.cpus_per_worker == 0.5
+
+
+def test_fusion_weights_are_tuned_on_saved_scores(ray_local, tmp_path):
+    from vidray.eval.fusion import save_scores
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 200)
+    rgb = rng.normal(size=(200, 5))
+    flow = rng.normal(size=(200, 5))
+    rgb[np.arange(200), y] += 1.0  # both streams are weakly right, with independent errors
+    flow[np.arange(200), y] += 1.2
+    ids = [f"v{i}" for i in range(200)]
+    save_scores(tmp_path / "rgb.npz", rgb, y, ids)
+    save_scores(tmp_path / "flow.npz", flow[::-1], y[::-1], ids[::-1])  # other order: aligned by id
+    res = tune_fusion([str(tmp_path / "rgb.npz"), str(tmp_path / "flow.npz")], num_samples=10)
+    assert res["trials"] == 10
+    assert res["top1"] > max(res["single_stream_top1"]) + 0.03  # fusion of independent errors helps
+    assert 0.3 < res["best"]["w"] < 4.0
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from vidray.synth import make_corpus
+
+    out = tmp_path_factory.mktemp("tune_data")
+    manifest = make_corpus(out / "corpus", num_videos=18, width=32, height=32, frames=8, seed=3)
+    return out, manifest
+
+
+def _cli_tune(out: Path, *args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    p = subprocess.run([sys.executable, "-m", "vidray", "tune", str(out / "sweep.yaml"), "--json", *args],
+                       capture_output=True, text=True, env=env, timeout=800)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "trials 2 (errored 0" in p.stdout
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
+    from mlflow.tracking import MlflowClient
+
+    from vidray.config import IngestConfig, load_config
+    from vidray.ingest import run_ingest
+    out, manifest = tiny_data
+    run_ingest(manifest, out / "data", cfg=load_config(IngestConfig, None, [
+        "sampling.mode=all", "resize.short_side=32", "output.videos_per_task=9"]))
+    (out / "base.yaml").write_text(yaml.safe_dump({
+        "epochs": 2, "batch_size": 4, "augment": {"crop_size": 32, "flip_ratio": 0.0, "color_jitter": None},
+        "sampler": {"name": "tsn", "num_frames": 2}, "optim": {"name": "adam", "lr": 0.001},
+        "checkpoint": {"num_to_keep": 1}, "tracking": {"flow_samples": 0},
+    }))
+    (out / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": "base.yaml", "model": "single_frame", "data": str(out / "data"), "num_samples": 1,
+        "space": {"optim.lr": {"grid": [1e-3, 3e-3]}},
+        "metric": "train_loss", "mode": "min",
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "max_failures": 1, "name": "t1",
+    }))
+    # through the CLI, in its own process: a local Ray with its dashboard, which Train V2 needs to free the
+    # workers of a trial that ASHA stopped (the session's test Ray has none; see vidray/runtime.py)
+    summary = _cli_tune(out, "--out", str(out / "sweeps"))
+    assert summary["trials"] == 2 and summary["errored"] == 0
+    trial_dirs = list((out / "sweeps" / "t1" / "trials").glob("*/train"))
+    assert len(trial_dirs) == 2  # each trial's Train V2 run folder lives on the sweep's storage
+    assert summary["best_checkpoint"] and Path(summary["best_checkpoint"]).exists()
+    assert "best_params" in summary and (out / "sweeps" / "t1" / "results.csv").exists()
+
+    client = MlflowClient(summary["mlflow"]["tracking_uri"])
+    parent = summary["mlflow"]["parent_run_id"]
+    children = client.search_runs([summary["mlflow"]["experiment_id"]],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) >= 2
+    assert all(r.info.status != "RUNNING" for r in children)
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert any(r.data.metrics for r in children)
+
+    again = _cli_tune(out, "--out", str(out / "sweeps"), "--resume")  # Tuner.restore
+    assert again["trials"] == 2 and again["errored"] == 0
+    assert again["mlflow"]["parent_run_id"] == parent
+    assert json.loads((out / "sweeps" / "t1" / "summary.json").read_text())["trials"] == 2

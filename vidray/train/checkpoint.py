@@ -1,0 +1,161 @@
+"""Training checkpoints: plain dicts in ``checkpoint.pt``, one folder per epoch.
+
+Layout (``RUN_DIR/checkpoints/``; Ray Train's ``RunConfig(storage_path=RUN_DIR, name="checkpoints")``
+writes the same folders, plus its own ``checkpoint_manager_snapshot.json``)::
+
+    RUN_DIR/checkpoints/epoch_0001/checkpoint.pt
+    RUN_DIR/checkpoints/epoch_0002/checkpoint.pt
+    ...
+
+``checkpoint.pt`` is a dict saved with ``torch.save`` and read back with ``torch.load(...,
+weights_only=True)`` (no pickled code is ever executed): see :func:`make_state`. Keys:
+
+* ``format`` (``"vidray-train-checkpoint"``), ``version`` (int)
+* ``model``: state dict of the bare model (never the DDP wrapper: no ``module.`` prefix)
+* ``optimizer``, ``scheduler``, ``scaler`` (or ``None``): state dicts
+* ``epoch``: number of COMPLETED epochs (resume starts at this 0-based epoch)
+* ``config``: the ``TrainConfig`` as JSON-able dict; ``model_name``, ``num_classes``, ``in_channels``
+* ``classes``: class names (index = label id); ``data``: dataset.json facts (path, hashes)
+* ``metrics``: the metrics reported with it; ``history``: one metrics dict per completed epoch
+* ``mlflow_run_id``: the run this training logs to (a resumed run continues it)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "vidray-train-checkpoint"
+VERSION = 1
+FILENAME = "checkpoint.pt"
+CHECKPOINTS_DIR = "checkpoints"
+_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "FILENAME",
+    "CHECKPOINTS_DIR",
+    "epoch_dir_name",
+    "make_state",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint_file",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "prune_checkpoints",
+]
+
+
+def epoch_dir_name(epoch: int) -> str:
+    """Folder name of the checkpoint taken after ``epoch`` completed epochs: ``epoch_0003``."""
+    return f"epoch_{int(epoch):04d}"
+
+
+def make_state(**fields: Any) -> dict[str, Any]:
+    """A checkpoint dict with ``format``/``version`` set; metrics are cast to plain floats so that
+    ``weights_only`` loading accepts them."""
+    state = {"format": FORMAT, "version": VERSION, **fields}
+    for key in ("metrics",):
+        if state.get(key) is not None:
+            state[key] = {k: _plain(v) for k, v in state[key].items()}
+    if state.get("history") is not None:
+        state["history"] = [{k: _plain(v) for k, v in h.items()} for h in state["history"]]
+    return state
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item()
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalars
+        return v.item()
+    return v
+
+
+def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``directory/checkpoint.pt`` atomically (temp file + rename). Returns the file."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / (FILENAME + ".tmp")
+    torch.save(state, tmp)
+    final = d / FILENAME
+    tmp.replace(final)
+    return final
+
+
+def resolve_checkpoint_file(path: str | Path) -> Path:
+    """``checkpoint.pt`` from a file path, a checkpoint folder, or a run folder (its latest checkpoint)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if (p / FILENAME).is_file():
+        return p / FILENAME
+    latest = latest_checkpoint(p)
+    if latest is not None:
+        return latest / FILENAME
+    raise FileNotFoundError(f"no {FILENAME} in {p} (a checkpoint file, an epoch_* folder or a run folder)")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (file, folder or run folder; see :func:`resolve_checkpoint_file`) with
+    ``torch.load(weights_only=True)``; refuses files that are not vidray training checkpoints."""
+    f = resolve_checkpoint_file(path)
+    state = torch.load(f, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{f} is not a vidray training checkpoint (format {FORMAT!r})")
+    if int(state.get("version", 0)) > VERSION:
+        raise ValueError(f"{f} has checkpoint version {state.get('version')}, newer than {VERSION}")
+    return state
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(epoch, folder)`` of every complete checkpoint under ``run_dir/checkpoints`` (or ``run_dir``
+    itself when it is the checkpoints folder), sorted by epoch."""
+    root = Path(run_dir)
+    if (root / CHECKPOINTS_DIR).is_dir():
+        root = root / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        m = _EPOCH_DIR.match(d.name)
+        if m and (d / FILENAME).is_file():
+            out.append((int(m.group(1)), d))
+    return sorted(out)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Folder of the checkpoint with the most completed epochs, or ``None``."""
+    cks = list_checkpoints(run_dir)
+    return cks[-1][1] if cks else None
+
+
+def prune_checkpoints(run_dir: str | Path, num_to_keep: int, score_attribute: str, order: str = "max") -> list[Path]:
+    """Keep the best ``num_to_keep`` checkpoints by ``metrics[score_attribute]`` and ALWAYS the latest
+    (what resuming needs), delete the others; returns the deleted folders. The retention rule of Ray
+    Train's ``CheckpointConfig``, for local mode (``--workers 0``), where Ray does not persist them.
+    Scores are read from a small ``metrics.json`` next to each ``checkpoint.pt``."""
+    cks = list_checkpoints(run_dir)
+    if len(cks) <= num_to_keep:
+        return []
+    latest = cks[-1][1]
+
+    def score(d: Path) -> float:
+        try:
+            v = json.loads((d / "metrics.json").read_text()).get(score_attribute)
+            v = float(v)
+        except (OSError, ValueError, TypeError):
+            return float("-inf")
+        return v if order == "max" else -v
+
+    ranked = sorted((d for _, d in cks), key=lambda d: (score(d), d.name), reverse=True)
+    keep = set(ranked[:num_to_keep]) | {latest}
+    deleted = [d for _, d in cks if d not in keep]
+    for d in deleted:
+        shutil.rmtree(d, ignore_errors=True)
+    return deleted
