@@ -18,11 +18,15 @@ os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray runtime (2 CPUs, no dashboard) shared by every test that needs Ray."""
+    """One local Ray runtime (2 CPUs) shared by every test that needs Ray.
+
+    With its dashboard (on 127.0.0.1): Ray's State API runs there, and Train V2 needs it to free the
+    workers of a Tune trial that ASHA stopped (vidray/runtime.py, tests/test_tune.py)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +58,6 @@ def tiny_data(tmp_path_factory):
     return out, manifest
 
 
-def _cli_tune(out: Path, *args: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    p = subprocess.run([sys.executable, "-m", "vidray", "tune", str(out / "sweep.yaml"), "--json", *args],
-                       capture_output=True, text=True, env=env, timeout=800)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "trials 2 (errored 0" in p.stdout
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
@@ -77,6 +65,8 @@ def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
 
     from vidray.config import IngestConfig, load_config
     from vidray.ingest import run_ingest
+    from vidray.tune import run_sweep
+
     out, manifest = tiny_data
     run_ingest(manifest, out / "data", cfg=load_config(IngestConfig, None, [
         "sampling.mode=all", "resize.short_side=32", "output.videos_per_task=9"]))
@@ -92,9 +82,9 @@ def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
         "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
         "max_failures": 1, "name": "t1",
     }))
-    # through the CLI, in its own process: a local Ray with its dashboard, which Train V2 needs to free the
-    # workers of a trial that ASHA stopped (the session's test Ray has none; see vidray/runtime.py)
-    summary = _cli_tune(out, "--out", str(out / "sweeps"))
+    # the session's Ray runs its dashboard: Train V2 needs the State API to free the workers of a trial
+    # that ASHA stopped, else the second trial waits forever for their CPUs (vidray/runtime.py)
+    summary = run_sweep(out / "sweep.yaml", out=out / "sweeps")
     assert summary["trials"] == 2 and summary["errored"] == 0
     trial_dirs = list((out / "sweeps" / "t1" / "trials").glob("*/train"))
     assert len(trial_dirs) == 2  # each trial's Train V2 run folder lives on the sweep's storage
@@ -110,7 +100,20 @@ def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
     assert client.get_run(parent).info.status == "FINISHED"
     assert any(r.data.metrics for r in children)
 
-    again = _cli_tune(out, "--out", str(out / "sweeps"), "--resume")  # Tuner.restore
+    again = run_sweep(out / "sweep.yaml", out=out / "sweeps", resume=True)  # Tuner.restore
     assert again["trials"] == 2 and again["errored"] == 0
     assert again["mlflow"]["parent_run_id"] == parent
     assert json.loads((out / "sweeps" / "t1" / "summary.json").read_text())["trials"] == 2
+
+
+def test_shipped_sweep_config_resolves_to_valid_trials():
+    from vidray.config import load_config
+    from vidray.models import model_info
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    sweep = load_config(SweepConfig, root / "sweep_demo.yaml", None)
+    assert set(build_space(sweep.space)) == {"optim.lr", "model.kwargs.dropout"}
+    cfg, data = trial_config(sweep, root, {"optim.lr": 3e-3, "model.kwargs.dropout": 0.25})
+    assert (cfg.optim.lr, cfg.model.kwargs["dropout"], data) == (3e-3, 0.25, "demo/data")
+    assert cfg.model.kwargs["backbone"] == "tiny"  # the base recipe's kwargs survive the override
+    model_info(cfg.model.name)  # a registered model

@@ -27,6 +27,8 @@ whole CPUs for both on 2 CPUs the worker group never starts (measured: deadlock)
 cluster: ``use_gpu: true``, ``cpus_per_worker`` = the data-loading CPUs per GPU, ``trial_cpus: 0.5``.
 Ray must run its dashboard (State API): a trial stopped by ASHA is freed by Train V2's placement-group
 cleaner, which asks that API whether the trial's controller is dead (see :func:`vidray.runtime.init_ray`).
+That cleaner finds its cluster by auto-detection, which fails when several Ray instances run on one
+machine ("Found multiple active Ray instances"): run one Ray per machine for sweeps.
 
 Fusion weights are tuned without retraining (:func:`tune_fusion`): a cheap search over the saved
 validation scores of two streams (weight, l1-norm on/off, weighted sum vs log-average).
