@@ -58,14 +58,11 @@ def tiny_data(tmp_path_factory):
     return out, manifest
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
-    from mlflow.tracking import MlflowClient
-
+@pytest.fixture(scope="module")
+def tune_data(ray_local, tiny_data):
+    """The tiny corpus ingested once (shared by every trial of every sweep here) and a base TrainConfig."""
     from vidray.config import IngestConfig, load_config
     from vidray.ingest import run_ingest
-    from vidray.tune import run_sweep
 
     out, manifest = tiny_data
     run_ingest(manifest, out / "data", cfg=load_config(IngestConfig, None, [
@@ -75,9 +72,22 @@ def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
         "sampler": {"name": "tsn", "num_frames": 2}, "optim": {"name": "adam", "lr": 0.001},
         "checkpoint": {"num_to_keep": 1}, "tracking": {"flow_samples": 0},
     }))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sweep_asha_mlflow_and_resume(tune_data):
+    from mlflow.tracking import MlflowClient
+
+    from vidray.tune import run_sweep
+
+    out = tune_data
     (out / "sweep.yaml").write_text(yaml.safe_dump({
         "base": "base.yaml", "model": "single_frame", "data": str(out / "data"), "num_samples": 1,
-        "space": {"optim.lr": {"grid": [1e-3, 3e-3]}},
+        # the second trial diverges (Adam at lr 0.5): ASHA stops it at the first rung, and the third trial
+        # must then get the CPUs the stopped trial's Train workers held
+        "space": {"optim.lr": {"grid": [1e-3, 0.5, 3e-3]}},
         "metric": "train_loss", "mode": "min",
         "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
         "max_failures": 1, "name": "t1",
@@ -85,9 +95,15 @@ def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
     # the session's Ray runs its dashboard: Train V2 needs the State API to free the workers of a trial
     # that ASHA stopped, else the second trial waits forever for their CPUs (vidray/runtime.py)
     summary = run_sweep(out / "sweep.yaml", out=out / "sweeps")
-    assert summary["trials"] == 2 and summary["errored"] == 0
+    assert summary["trials"] == 3 and summary["errored"] == 0
+    assert summary["stopped_early"] >= 1
+    import pandas as pd
+
+    df = pd.read_csv(out / "sweeps" / "t1" / "results.csv")
+    assert set(df.loc[df["training_iteration"] < 2, "config/optim.lr"]) >= {0.5}  # the diverging one
+    assert summary["best_params"]["optim.lr"] != 0.5
     trial_dirs = list((out / "sweeps" / "t1" / "trials").glob("*/train"))
-    assert len(trial_dirs) == 2  # each trial's Train V2 run folder lives on the sweep's storage
+    assert len(trial_dirs) == 3  # each trial's Train V2 run folder lives on the sweep's storage
     assert summary["best_checkpoint"] and Path(summary["best_checkpoint"]).exists()
     assert "best_params" in summary and (out / "sweeps" / "t1" / "results.csv").exists()
 
@@ -95,15 +111,60 @@ def test_sweep_asha_mlflow_and_resume(ray_local, tiny_data):
     parent = summary["mlflow"]["parent_run_id"]
     children = client.search_runs([summary["mlflow"]["experiment_id"]],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert len(children) >= 2
+    assert len(children) >= 3
     assert all(r.info.status != "RUNNING" for r in children)
     assert client.get_run(parent).info.status == "FINISHED"
     assert any(r.data.metrics for r in children)
 
     again = run_sweep(out / "sweep.yaml", out=out / "sweeps", resume=True)  # Tuner.restore
-    assert again["trials"] == 2 and again["errored"] == 0
+    assert again["trials"] == 3 and again["errored"] == 0
     assert again["mlflow"]["parent_run_id"] == parent
-    assert json.loads((out / "sweeps" / "t1" / "summary.json").read_text())["trials"] == 2
+    assert json.loads((out / "sweeps" / "t1" / "summary.json").read_text())["trials"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_failing_trial_is_retried(tune_data):
+    """A trial whose data is missing at first (a shared filesystem not yet mounted) fails; Tune retries it
+    (FailureConfig.max_failures) and the retry, which finds the data, finishes. No MLflow run stays RUNNING."""
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from vidray.tune import run_sweep
+
+    out = tune_data
+    late = out / "data_late"
+    (out / "retry.yaml").write_text(yaml.safe_dump({
+        "base": "base.yaml", "model": "single_frame", "data": str(late), "num_samples": 1,
+        "overrides": ["epochs=1"], "metric": "train_loss", "mode": "min", "scheduler": {"name": "fifo"},
+        "max_failures": 3, "name": "t2",
+    }))
+    sweep_dir = out / "sweeps" / "t2"
+    done = threading.Event()
+
+    def mount_after_first_failure() -> None:
+        while not done.is_set():
+            if list(sweep_dir.glob("tune/*/error.txt")):
+                late.symlink_to(out / "data", target_is_directory=True)
+                return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=mount_after_first_failure, daemon=True)
+    t.start()
+    try:
+        summary = run_sweep(out / "retry.yaml", out=out / "sweeps")
+    finally:
+        done.set()
+    assert summary["trials"] == 1 and summary["errored"] == 0
+    (err,) = sweep_dir.glob("tune/*/error.txt")
+    text = err.read_text()
+    assert "Failure # 1" in text and "data_late" in text  # it failed, naming the missing folder ...
+    assert summary["best_metric"] is not None  # ... and the retry trained
+    client = MlflowClient(summary["mlflow"]["tracking_uri"])
+    runs = client.search_runs([summary["mlflow"]["experiment_id"]])
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
 
 
 def test_shipped_sweep_config_resolves_to_valid_trials():
