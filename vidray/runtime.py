@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 
 
-def init_ray(address: str | None = None, *, dashboard: bool = False) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; its dashboard (bound to
-    127.0.0.1) only with ``dashboard=True``.
+def init_ray(address: str | None = None, *, dashboard: bool = True) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray with its dashboard bound to
+    127.0.0.1 (``dashboard=False``: without).
 
-    ``vidray tune`` needs the dashboard: Ray's State API runs in it, and Train V2's placement-group
+    Train V2 needs the dashboard: Ray's State API runs in it, and Train V2's placement-group
     cleaner uses that API to free the worker group of a trial that Tune stopped (ASHA). Without it
     the stopped trial's workers' CPUs stay reserved and the next trial waits forever (measured on
-    2 CPUs; ray-project/ray#54305).
+    2 CPUs; ray-project/ray#54305). Without it, every ``vidray train`` also logs the cleaner's
+    "Failed to query Ray Train Controller actor state" every few seconds.
 
     Does nothing when Ray is already initialised (a test session, a job driver). A new local Ray keeps
     idle task workers alive between epochs: by default Ray kills idle workers above the soft limit

@@ -182,7 +182,7 @@ def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overri
         for k, v in flatten(sweep.model_dump(mode="json")).items():
             client.log_param(parent_id, k[:250], str(v)[:6000])
 
-    init_ray(None, dashboard=True)
+    init_ray(None)
     _warn_without_state_api()
     first_cfg, _ = trial_config(sweep, sweep_path.parent, {})
     epochs = first_cfg.epochs
