@@ -81,6 +81,15 @@ def test_scheduler_state_resumes_the_same_curve():
     opt2.load_state_dict(opt.state_dict())
     sch2.load_state_dict(sch.state_dict())
     assert opt2.param_groups[0]["lr"] == 0.5
+    # the rest of the curve continues from the restored epoch counter (a fresh scheduler would restart it)
+    rest, rest2 = [], []
+    for o_, s_, out in ((opt, sch, rest), (opt2, sch2, rest2)):
+        for _ in range(2):
+            o_.step()
+            s_.step()
+            out.append(o_.param_groups[0]["lr"])
+    assert rest2 == rest == [0.5, 0.5]
+    assert sch2.last_epoch == sch.last_epoch == 4
 
 
 def test_two_phase_freezes_then_unfreezes_and_refuses_typos():

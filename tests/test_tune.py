@@ -31,7 +31,7 @@ def test_space_and_resource_rules(tmp_path):
     assert cfg.ray.cpus_per_worker == 0.5
 
 
-def test_fusion_weights_are_tuned_on_saved_scores(ray_local, tmp_path):
+def test_fusion_weights_are_tuned_on_saved_scores(ray_local, tmp_path, capsys):
     from vidray.eval.fusion import save_scores
 
     rng = np.random.default_rng(0)
@@ -47,6 +47,16 @@ def test_fusion_weights_are_tuned_on_saved_scores(ray_local, tmp_path):
     assert res["trials"] == 10
     assert res["top1"] > max(res["single_stream_top1"]) + 0.03  # fusion of independent errors helps
     assert 0.3 < res["best"]["w"] < 4.0
+
+    # the same search through the command line: `vidray tune-fusion ... --json` (last line = the result)
+    from vidray.cli import main as cli_main
+
+    capsys.readouterr()
+    assert cli_main(["tune-fusion", str(tmp_path / "rgb.npz"), str(tmp_path / "flow.npz"), "--samples", "6",
+                     "--max-weight", "2.0", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cli["trials"] == 6 and 0.0 <= cli["best"]["w"] <= 2.0
+    assert cli["single_stream_top1"] == res["single_stream_top1"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +115,7 @@ def test_sweep_asha_mlflow_and_resume(tune_data):
     trial_dirs = list((out / "sweeps" / "t1" / "trials").glob("*/train"))
     assert len(trial_dirs) == 3  # each trial's Train V2 run folder lives on the sweep's storage
     assert summary["best_checkpoint"] and Path(summary["best_checkpoint"]).exists()
-    assert "best_params" in summary and (out / "sweeps" / "t1" / "results.csv").exists()
+    assert yaml.safe_load((out / "sweeps" / "t1" / "best_params.yaml").read_text()) == summary["best_params"]
 
     client = MlflowClient(summary["mlflow"]["tracking_uri"])
     parent = summary["mlflow"]["parent_run_id"]
@@ -114,7 +124,7 @@ def test_sweep_asha_mlflow_and_resume(tune_data):
     assert len(children) >= 3
     assert all(r.info.status != "RUNNING" for r in children)
     assert client.get_run(parent).info.status == "FINISHED"
-    assert any(r.data.metrics for r in children)
+    assert all("train_loss" in r.data.metrics for r in children)  # every trial, the stopped one too
 
     again = run_sweep(out / "sweep.yaml", out=out / "sweeps", resume=True)  # Tuner.restore
     assert again["trials"] == 3 and again["errored"] == 0

@@ -381,8 +381,7 @@ def run_fidelity(out: str | Path = "runs/fidelity", *, quick: bool = False, epoc
     ``settings`` (default :class:`FidelitySettings`; ``quick``: :func:`quick_settings`) may be adjusted
     by ``epochs``, ``videos_per_class`` and ``seed`` (training seed). ``only``: run just these experiments.
     """
-    import os
-
+    from vidray.runtime import init_ray
     from vidray.tracking import default_tracking_uri, setup_mlflow
 
     s = settings or (quick_settings() if quick else FidelitySettings())
@@ -391,12 +390,7 @@ def run_fidelity(out: str | Path = "runs/fidelity", *, quick: bool = False, epoc
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    # Start Ray as `vidray train` does (idle workers kept between epochs) before the ingest starts it
-    # without: otherwise every epoch's Ray Data read pays for fresh worker processes.
-    os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
-    from vidray.train.trainer import _init_ray
-
-    _init_ray(None)
+    init_ray(None)  # the local Ray every stage uses (idle workers kept between epochs, dashboard on)
     old_threads = _set_threads(s.threads)
     try:
         data = build_corpora(out, settings=s)

@@ -300,6 +300,7 @@ def tune_fusion(score_files: list[str], *, num_samples: int = 40, max_weight: fl
     from ray.tune.search import BasicVariantGenerator
 
     from vidray.eval.fusion import align_scores, load_scores
+    from vidray.eval.metrics import top_k_accuracy
 
     if len(score_files) != 2:
         raise ValueError(f"tune_fusion takes two score files (e.g. rgb, flow), got {len(score_files)}")
@@ -320,8 +321,6 @@ def tune_fusion(score_files: list[str], *, num_samples: int = 40, max_weight: fl
     )
     results = tuner.fit()
     best = results.get_best_result()
-    from vidray.eval.metrics import top_k_accuracy
-
     return {"best": best.config, "top1": best.metrics["top1"], "trials": len(results),
             "single_stream_top1": [float(top_k_accuracy(s, labels, 1)) for s in streams]}
 

@@ -69,7 +69,6 @@ __all__ = [
     "make_eval_views",
     "ClipCollate",
     "select_frames",
-    "SelectFrames",
     "select_frames_fn",
     "decode_augment_fn",
     "collate_numpy",
@@ -418,21 +417,10 @@ def select_frames(table: pa.Table, spec: ClipSpec, rng: np.random.Generator | No
     return out
 
 
-class SelectFrames:
-    """``Dataset.map_batches(SelectFrames, fn_constructor_kwargs={"spec": spec}, batch_format="pyarrow")``
-    wrapper of :func:`select_frames`. Training draws from OS entropy per batch (Ray Data re-runs the
-    read every epoch, so every epoch samples new offsets); validation specs are deterministic."""
-
-    def __init__(self, spec: ClipSpec, seed: int | None = None) -> None:
-        self.spec = spec
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return select_frames(table, self.spec, self.rng)
-
-
 def select_frames_fn(table: pa.Table, spec: ClipSpec) -> pa.Table:
-    """Function form of :class:`SelectFrames` for task-based ``map_batches`` (fuses with the read)."""
+    """``Dataset.map_batches(select_frames_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow")``: :func:`select_frames`
+    with fresh OS entropy per batch (Ray Data re-runs the read every epoch, so every epoch samples new
+    offsets); task-based, so it fuses with the read."""
     return select_frames(table, spec, np.random.default_rng())
 
 

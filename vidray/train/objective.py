@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from vidray.config import LossConfig
 from vidray.train.losses import gain_weighted_cross_entropy, multilabel_bce, multitask_loss, resize_flow
 
-__all__ = ["compute_loss", "align_flow_target", "video_logits"]
+__all__ = ["compute_loss", "align_flow_target"]
 
 
 def align_flow_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -36,11 +36,6 @@ def _align_time(tp: int, target: torch.Tensor) -> torch.Tensor:
     if tp not in (t, t - 1):
         raise ValueError(f"flow prediction has {tp} fields for {t} frames (expected {t} or {t - 1})")
     return target[:, :tp]
-
-
-def video_logits(out: Mapping[str, Any]) -> torch.Tensor:
-    """``(B, K)`` video-level scores of a model output (``logits``)."""
-    return out["logits"]
 
 
 def compute_loss(

@@ -110,12 +110,6 @@ def score_attribute(cfg: TrainConfig, has_val: bool) -> tuple[str, str]:
     return attr, order
 
 
-def _init_ray(address: str | None) -> None:
-    from vidray.runtime import init_ray
-
-    init_ray(address)
-
-
 def _split_rows(data_dir: str, split: str | None) -> tuple[list[str], list[list[int]]]:
     """Video ids (first appearance order, chunks merged) and label lists of one split."""
     from vidray.io.reader import IngestDataset
@@ -251,6 +245,7 @@ def run_training(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from vidray.io.reader import IngestDataset
+    from vidray.runtime import init_ray
     from vidray.tracking import default_tracking_uri
     from vidray.train.loop import input_channels, train_func_per_worker
 
@@ -298,7 +293,7 @@ def run_training(
     client = MlflowClient(uri) if track else None
     status = "FAILED"
     try:
-        _init_ray(cfg.ray.ray_address)
+        init_ray(cfg.ray.ray_address)
         resources = {"CPU": cfg.ray.cpus_per_worker}
         if cfg.ray.use_gpu:
             resources["GPU"] = 1
