@@ -1,4 +1,4 @@
-"""The fidelity benchmark: the papers' claims checked on synthetic motion corpora (see vidray/fidelity.py).
+"""The fidelity benchmark: the papers' claims checked on synthetic motion corpora (see fidelity_lib.py).
 
     python benchmarks/fidelity.py [--quick] [--out runs/fidelity] [--epochs N] [--videos-per-class N]
                                   [--seed S] [--only NAME ...] [--threads N] [--json PATH]
@@ -17,9 +17,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vidray.fidelity import FidelitySettings, format_report, quick_settings, run_fidelity  # noqa: E402
+from fidelity_lib import FidelitySettings, format_report, quick_settings, run_fidelity  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

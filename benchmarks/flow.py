@@ -1,6 +1,6 @@
 """Optical-flow benchmark: pairs/s and end-point error per algorithm, as ratios to TV-L1 in one run.
 
-    .venv/bin/python benchmarks/flow.py [--videos ../shared/data/videos] [--json flow.json]
+    .venv/bin/python benchmarks/flow.py [--videos DIR_OF_VIDEOS] [--json flow.json]
 
 * Synthetic: 1/f textures shifted by exact, known sub-pixel amounts (``vidray.flow.synthetic_shift_pair``)
   at ``--size`` (224). Every algorithm runs on every pair, except TV-L1 (seconds per pair), which runs
@@ -35,6 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidray import flow as F  # noqa: E402
+from vidray.io import flowcodec as codec  # noqa: E402
+from vidray.registry import FLOW_ALGORITHMS  # noqa: E402
 
 SHIFTS = [(1.5, -0.75), (0.3, 0.6), (-2.25, 1.0), (4.4, -3.1), (0.1, -0.2)]
 MARGIN = 16
@@ -106,25 +108,25 @@ def real_pairs(video_dir: Path, size: int, per_video: int) -> list[tuple[np.ndar
 def storage_rows(flows: list[np.ndarray], bound: float) -> list[dict]:
     """Quantise + encode single-field stacks (L=1): bytes per pair, ms per pair, EPE added vs float flow."""
     rows = []
-    q = [F.quantize_flow(f, bound) for f in flows]
+    q = [codec.quantize_flow(f, bound) for f in flows]
     c0 = time.process_time()
     for _ in range(20):
         for f in flows:
-            F.quantize_flow(f, bound)
+            codec.quantize_flow(f, bound)
     q_ms = 1000 * (time.process_time() - c0) / (20 * len(flows))
-    epe_q = np.mean([F.endpoint_error(F.dequantize_flow(qi, bound), f) for qi, f in zip(q, flows)])
+    epe_q = np.mean([F.endpoint_error(codec.dequantize_flow(qi, bound), f) for qi, f in zip(q, flows)])
     rows.append({"encoding": "float32 (none)", "bytes_per_pair": flows[0].nbytes, "ms_per_pair": 0.0, "epe_added_px": 0.0})
     rows.append({"encoding": "uint8 quantised", "bytes_per_pair": q[0].nbytes, "ms_per_pair": q_ms, "epe_added_px": epe_q})
     h, w = flows[0].shape[:2]
     for enc in ("png", "jpeg"):
         c0 = time.process_time()
         for _ in range(5):
-            blobs = [F.encode_flow_stack(qi[None], enc, quality=90) for qi in q]
+            blobs = [codec.encode_flow_stack(qi[None], enc, quality=90) for qi in q]
         enc_ms = 1000 * (time.process_time() - c0) / (5 * len(q))
         epes = []
         for blob, f in zip(blobs, flows):
-            planes = F.decode_flow_stack(blob, enc, 1, h, w)
-            back = F.dequantize_flow(planes, bound).transpose(1, 2, 0)
+            planes = codec.decode_flow_stack(blob, enc, 1, h, w)
+            back = codec.dequantize_flow(planes, bound).transpose(1, 2, 0)
             epes.append(F.endpoint_error(back, f))
         rows.append({
             "encoding": enc + (" q90" if enc == "jpeg" else ""),
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per fast algorithm")
     ap.add_argument("--videos", type=Path, default=None, help="folder of videos for the real-frame check")
     ap.add_argument("--real-per-video", type=int, default=4, help="frame pairs per video")
-    ap.add_argument("--bound", type=float, default=F.DEFAULT_BOUND)
+    ap.add_argument("--bound", type=float, default=codec.DEFAULT_BOUND)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -153,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     real = real_pairs(args.videos, args.size, args.real_per_video) if args.videos else []
 
     tv = F.make_flow_fn("tvl1")
-    fns = {name: F.make_flow_fn(name) for name in F.ALGORITHMS if name != "tvl1"}
+    fns = {name: F.make_flow_fn(name) for name in FLOW_ALGORITHMS.names() if name != "tvl1"}
     tv_pairs = pairs[: args.tvl1_pairs]
     syn = interleaved_timing(fns, tv, pairs, tv_pairs, args.min_time)
     rt = interleaved_timing(fns, tv, real, real, args.min_time / 2) if real else None
 
     results: dict[str, dict] = {}
-    for name in F.ALGORITHMS:
+    for name in FLOW_ALGORITHMS.names():
         t = syn["ref" if name == "tvl1" else name]
         gts = [p[2] for p in (tv_pairs if name == "tvl1" else pairs)]
         epes = [F.endpoint_error(fl, gt, margin=MARGIN) for fl, gt in zip(t["flows"], gts)]

@@ -40,7 +40,8 @@ def stage_times(manifest: Path, cfg: IngestConfig) -> dict[str, float]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vidray.flow import encode_flow_stack, make_flow_fn, quantize_flow
+    from vidray.flow import make_flow_fn
+    from vidray.io.flowcodec import encode_flow_stack, quantize_flow
     from vidray.io.imcodec import encode_image
     from vidray.io.manifest import read_manifest
     from vidray.io.video import iter_frames, output_size, probe

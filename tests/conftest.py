@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # MEASUREMENTS.md: faster small fits
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # faster small fits (a 2-worker fit 43 s -> 25 s measured)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # Keep Ray's idle task workers between epochs, as vidray.runtime.init_ray does for a local Ray: without
 # it each epoch's Ray Data read tasks start new Python processes (~4-5 s per epoch on 2 cores).

@@ -116,4 +116,4 @@ def test_bad_inputs_refused():
         cs.RandomClipSampler(0)
     with pytest.raises(ValueError, match="unknown sampler"):
         cs.build_sampler("nope")
-    assert isinstance(cs.build_sampler("tsn", num_segments=3, test_mode=True), cs.TSNSampler)
+    assert isinstance(cs.build_sampler("tsn", num_frames=3, mode="val"), cs.TSNSampler)

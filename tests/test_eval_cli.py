@@ -13,8 +13,8 @@ from test_train_data import tiny_dataset
 
 from vidray.cli import main as cli_main
 from vidray.config import TrainConfig, load_config
-from vidray.train.checkpoint import make_state, save_checkpoint
-from vidray.train.trainer import resolve_config
+from vidray.io.checkpoint import make_state, save_checkpoint
+from vidray.recipe import resolve_config
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def data(tmp_path_factory, ray_local):
 def _checkpoint(data: Path, out: Path, model: str, *sets: str) -> Path:
     """A vidray checkpoint of a freshly initialised model (evaluation does not care how it was trained)."""
     from vidray.io.reader import IngestDataset
-    from vidray.train.loop import build_model
+    from vidray.recipe import build_model
 
     ds = IngestDataset(data)
     cfg = resolve_config(load_config(TrainConfig, None, [f"model.name={model}", *sets]), ds.meta)

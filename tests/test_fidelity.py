@@ -1,12 +1,16 @@
-"""The fidelity benchmark (vidray/fidelity.py, docs/fidelity.md): judge() on hand-made rows, and one slow
+"""The fidelity benchmark (benchmarks/fidelity_lib.py, docs/fidelity.md): judge() on hand-made rows, and one slow
 end-to-end run of the --quick subset that asserts claims 1 and 2."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 
 import pytest
 
-from vidray.fidelity import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from fidelity_lib import (  # noqa: E402
     CLAIM1_MODELS,
     Experiment,
     FidelitySettings,
@@ -138,7 +142,7 @@ FUSION_TOL = 0.03               # fused >= best stream - 0.03 (~4 of 144 test vi
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_benchmark_claims_1_and_2(ray_local, tmp_path):
-    from vidray.fidelity import run_fidelity
+    from fidelity_lib import run_fidelity
 
     report = run_fidelity(tmp_path / "fidelity", quick=True)
     print(format_report(report))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vidray import flow as F
+from vidray.io import flowcodec as codec
 
 SHIFTS = [(1.5, -0.75), (0.3, 0.6), (-2.25, 1.0)]
 SIZE = (224, 224)
@@ -102,9 +103,9 @@ def test_bad_frames(frame0, frame1):
 def test_quantize_round_trip_and_clipping(bound):
     rng = np.random.default_rng(0)
     x = rng.uniform(-bound, bound, (2, 48, 40, 2)).astype(np.float32)
-    q = F.quantize_flow(x, bound)
+    q = codec.quantize_flow(x, bound)
     assert q.dtype == np.uint8 and q.shape == x.shape
-    back = F.dequantize_flow(q, bound)
+    back = codec.dequantize_flow(q, bound)
     assert back.dtype == np.float32 and back.shape == x.shape
     assert np.abs(back - x).max() <= bound / 255 + 1e-5
     # Exact formula against a float64 reference.
@@ -112,20 +113,20 @@ def test_quantize_round_trip_and_clipping(bound):
     np.testing.assert_array_equal(q, ref.astype(np.uint8))
     # Clipping: beyond +-bound saturates to the ends, which dequantise to within bound/255 of +-bound.
     big = np.array([[[-3 * bound, 3 * bound], [-np.inf, np.inf], [-bound, bound]]], np.float32)
-    qb = F.quantize_flow(big, bound)
+    qb = codec.quantize_flow(big, bound)
     np.testing.assert_array_equal(qb, [[[0, 255], [0, 255], [0, 255]]])
-    np.testing.assert_allclose(F.dequantize_flow(qb, bound), [[[-bound, bound]] * 3], atol=bound / 255 + 1e-5)
+    np.testing.assert_allclose(codec.dequantize_flow(qb, bound), [[[-bound, bound]] * 3], atol=bound / 255 + 1e-5)
 
 
 def test_quantize_known_values():
     x = np.array([[0.0, 10.0], [-10.0, 20.0], [0.1, -0.1]], np.float32)
-    q = F.quantize_flow(x, 20.0)
+    q = codec.quantize_flow(x, 20.0)
     np.testing.assert_array_equal(q, [[128, 192], [64, 255], [129, 127]])
-    assert F.dequantize_flow(q, 20.0)[0, 0] == 0.0  # zero flow survives exactly
+    assert codec.dequantize_flow(q, 20.0)[0, 0] == 0.0  # zero flow survives exactly
     with pytest.raises(ValueError):
-        F.quantize_flow(x, 0.0)
+        codec.quantize_flow(x, 0.0)
     with pytest.raises(ValueError):
-        F.dequantize_flow(x, 20.0)  # not uint8
+        codec.dequantize_flow(x, 20.0)  # not uint8
 
 
 def _plane_stack(L=3, H=16, W=24):
@@ -141,8 +142,8 @@ def _plane_stack(L=3, H=16, W=24):
 def test_stack_tiling_order(encoding):
     L, H, W = 3, 16, 24
     q = _plane_stack(L, H, W)
-    data = F.encode_flow_stack(q, encoding)
-    out = F.decode_flow_stack(data, encoding, L, H, W)
+    data = codec.encode_flow_stack(q, encoding)
+    out = codec.decode_flow_stack(data, encoding, L, H, W)
     assert out.dtype == np.uint8 and out.shape == (2 * L, H, W)
     expect = [10, 20, 30, 40, 50, 60]  # x1, y1, x2, y2, x3, y3
     tol = 1 if encoding == "jpeg" else 0
@@ -166,8 +167,8 @@ def _smooth_flow_stack(L=3, H=64, W=80):
 def test_stack_round_trip(encoding):
     flow = _smooth_flow_stack()
     L, H, W, _ = flow.shape
-    q = F.quantize_flow(flow)
-    out = F.decode_flow_stack(F.encode_flow_stack(q, encoding, quality=90), encoding, L, H, W)
+    q = codec.quantize_flow(flow)
+    out = codec.decode_flow_stack(codec.encode_flow_stack(q, encoding, quality=90), encoding, L, H, W)
     ref = q.transpose(0, 3, 1, 2).reshape(2 * L, H, W)
     err = np.abs(out.astype(int) - ref)
     if encoding == "jpeg":
@@ -179,15 +180,15 @@ def test_stack_round_trip(encoding):
 def test_stack_errors():
     q = _plane_stack()
     with pytest.raises(ValueError, match="encoding"):
-        F.encode_flow_stack(q, "webp")
+        codec.encode_flow_stack(q, "webp")
     with pytest.raises(ValueError, match="L, H, W, 2"):
-        F.encode_flow_stack(q[0], "png")
+        codec.encode_flow_stack(q[0], "png")
     with pytest.raises(ValueError):
-        F.decode_flow_stack(F.encode_flow_stack(q, "raw"), "raw", 3, 16, 25)
+        codec.decode_flow_stack(codec.encode_flow_stack(q, "raw"), "raw", 3, 16, 25)
     with pytest.raises(ValueError, match="expected"):
-        F.decode_flow_stack(F.encode_flow_stack(q, "png"), "png", 2, 16, 24)
+        codec.decode_flow_stack(codec.encode_flow_stack(q, "png"), "png", 2, 16, 24)
     with pytest.raises(ValueError, match="JPEG"):
-        F.encode_flow_stack(np.zeros((1, 32768, 8, 2), np.uint8), "jpeg")
+        codec.encode_flow_stack(np.zeros((1, 32768, 8, 2), np.uint8), "jpeg")
 
 
 def test_flow_to_rgb():

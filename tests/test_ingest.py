@@ -13,7 +13,8 @@ import pytest
 
 from vidray.cli import main as cli_main
 from vidray.config import IngestConfig, load_config
-from vidray.ingest import clip_files, process_video, read_status, run_ingest
+from vidray.ingest import process_video, run_ingest
+from vidray.io.dataset import clip_files, read_status
 from vidray.io.reader import IngestDataset
 from vidray.synth import SynthSpec, render_video, write_video
 
@@ -115,7 +116,7 @@ def test_every_input_appears_exactly_once_with_a_clear_reason(ray_local, messy_c
     assert (videos["one"].flow == 128).all()  # a single frame has zero motion
     assert videos["cafe"].path == "v/caf\\xe9.mp4"
     # flow says the synthetic texture moves right: mean x displacement > 0
-    from vidray.flow import dequantize_flow
+    from vidray.io.flowcodec import dequantize_flow
 
     fx = dequantize_flow(np.ascontiguousarray(videos["g1"].flow[:, 0::2]), 20.0)
     assert fx.mean() > 0.3

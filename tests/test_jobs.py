@@ -172,7 +172,7 @@ def test_runtime_env_excludes_keep_code_drop_data():
 @pytest.mark.timeout(420)
 def test_ray_job_submit_ingest(tmp_path):
     """Submit ``jobs/ingest.py`` to a local head with token auth and check the ingest it wrote."""
-    from vidray.ingest import read_status
+    from vidray.io.dataset import read_status
     from vidray.io.manifest import read_manifest
     from vidray.io.reader import IngestDataset
     from vidray.synth import make_corpus

@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
+from vidray.models.common import gain_weighted_scores, lstm_gain
 from vidray.train.losses import (
     endpoint_error,
     gain_weighted_cross_entropy,
-    gain_weighted_scores,
-    lstm_gain,
     multilabel_bce,
     multiscale_epe,
     multitask_loss,

@@ -11,7 +11,7 @@ import torch
 from test_train_data import fast_train_overrides, tiny_dataset
 
 from vidray.cli import main as cli_main
-from vidray.train.checkpoint import list_checkpoints, load_checkpoint
+from vidray.io.checkpoint import list_checkpoints, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from test_train_data import fast_train_overrides, tiny_dataset
 
 from vidray.config import FreezeConfig, LossConfig, OptimConfig, ScheduleConfig, TrainConfig, load_config
-from vidray.train.checkpoint import list_checkpoints, load_checkpoint, make_state, prune_checkpoints, save_checkpoint
+from vidray.io.checkpoint import list_checkpoints, load_checkpoint, make_state, prune_checkpoints, save_checkpoint
 from vidray.train.objective import align_flow_target, compute_loss
 from vidray.train.optim import apply_phase, build_optimizer, build_scheduler, lr_at_epoch
 

@@ -49,11 +49,11 @@ def test_full_train_pipeline_identical_frames_stay_identical(seed):
     flow = np.repeat(np.random.default_rng(seed).normal(size=(1, 4, 40, 56)).astype(np.float32), 3, axis=0)
     out = T.train_pipeline(24)({"imgs": frames, "flow": flow}, np.random.default_rng(seed))
     imgs, fl = out["imgs"], out["flow"]
-    assert imgs.shape == (3, 3, 24, 24) and imgs.dtype == torch.float32
-    assert fl.shape == (3, 4, 24, 24) and fl.dtype == torch.float32
+    assert imgs.shape == (3, 24, 24, 3) and imgs.dtype == np.uint8  # uint8 until the device normalises
+    assert fl.shape == (3, 4, 24, 24) and fl.dtype == np.float32
     for t in range(1, 3):
-        assert torch.equal(imgs[t], imgs[0])
-        assert torch.equal(fl[t], fl[0])
+        assert np.array_equal(imgs[t], imgs[0])
+        assert np.array_equal(fl[t], fl[0])
 
 
 def test_seeded_pipeline_is_reproducible():
@@ -61,7 +61,7 @@ def test_seeded_pipeline_is_reproducible():
     a = T.train_pipeline(24)({"imgs": frames}, np.random.default_rng(7))
     b = T.train_pipeline(24)({"imgs": frames}, np.random.default_rng(7))
     assert a["crop_box"] == b["crop_box"] and a["flip"] == b["flip"]
-    assert torch.equal(a["imgs"], b["imgs"])
+    assert np.array_equal(a["imgs"], b["imgs"])
 
 
 def test_multi_scale_box_sizes_and_aspect_jitter():
@@ -141,10 +141,12 @@ def test_normalize_rgb_and_flow_mean_subtraction():
     frame = np.broadcast_to(np.round(mean * 255).astype(np.uint8), (1, 4, 4, 3)).copy()
     yy, xx = np.mgrid[0:4, 0:4].astype(np.float32)
     flow = np.stack([xx + 5.0, yy - 3.0])[None]  # (1, 2, 4, 4): gradient + a global (camera) motion
-    out = T.Compose([T.ToTensor(), T.Normalize(flow_scale=2.0)])({"imgs": frame, "flow": flow})
-    assert out["imgs"].shape == (1, 3, 4, 4)
-    assert out["imgs"].abs().max() < 0.01  # 255*mean -> ~0
-    f = out["flow"]
+    from vidray.data.loader import normalize_batch  # the one normalisation (on the training device)
+
+    imgs = normalize_batch({"imgs": torch.from_numpy(frame)[None]}, "rgb")[0]
+    assert imgs.shape == (1, 3, 4, 4)
+    assert imgs.abs().max() < 0.01  # 255*mean -> ~0
+    f = normalize_batch({"flow": torch.from_numpy(flow)[None]}, "flow", flow_scale=2.0)[0]
     np.testing.assert_allclose(f.mean(dim=(-2, -1)).numpy(), 0.0, atol=1e-6)
     np.testing.assert_allclose(f[0, 0].numpy(), (xx - 1.5) / 2.0, atol=1e-6)
 
@@ -162,9 +164,12 @@ def test_ten_crop_views_and_flipped_flow():
         np.testing.assert_array_equal(raw["imgs"][v + 5], raw["imgs"][v][:, :, ::-1])
         np.testing.assert_array_equal(raw["flow"][v + 5, :, 0::2], -raw["flow"][v, :, 0::2, :, ::-1])
         np.testing.assert_array_equal(raw["flow"][v + 5, :, 1::2], raw["flow"][v, :, 1::2, :, ::-1])
-    # after the whole eval pipeline the relations survive normalisation
+    # after the whole eval pipeline and the device normalisation the relations survive
+    from vidray.data.loader import normalize_batch
+
     out = T.eval_pipeline(32, 10)({"imgs": frames, "flow": flow})
-    im, fl = out["imgs"], out["flow"]
+    im = normalize_batch({"imgs": torch.from_numpy(out["imgs"])}, "rgb")  # views as the batch axis
+    fl = normalize_batch({"flow": torch.from_numpy(out["flow"])}, "flow", flow_scale=1.0)
     assert im.shape == (10, 2, 3, 32, 32) and fl.shape == (10, 2, 4, 32, 32)
     for v in range(5):
         np.testing.assert_allclose(im[v + 5].numpy(), im[v].flip(-1).numpy(), atol=1e-6)
@@ -182,7 +187,7 @@ def test_three_crop_along_long_side_and_one_crop():
     for v, y0 in enumerate((0, 16, 32)):
         np.testing.assert_array_equal(out["imgs"][v, 0], port[0, y0:y0 + 32])
     out = T.eval_pipeline(16, 1, short_side=32)({"imgs": _texture(64, 96)[None]})
-    assert out["imgs"].shape == (1, 1, 3, 16, 16)
+    assert out["imgs"].shape == (1, 1, 16, 16, 3)
     with pytest.raises(ValueError, match="does not fit"):
         T.MultiCrop(48, num_crops=1)({"imgs": land})
     with pytest.raises(ValueError, match="1, 3 or 10"):
@@ -198,8 +203,10 @@ def test_augmented_flow_matches_flow_measured_on_augmented_frames(seed):
 
     f0, f1, gt = FL.synthetic_shift_pair((1.5, -0.75), (96, 128), seed=seed)
     frames = np.stack([np.repeat(f[..., None], 3, axis=-1) for f in (f0, f1)])
-    data = FL.encode_flow_stack(FL.quantize_flow(gt[None]), "jpeg")
-    stored = FL.dequantize_flow(FL.decode_flow_stack(data, "jpeg", 1, 96, 128))  # (2, H, W) pixels
+    from vidray.io import flowcodec as codec
+
+    data = codec.encode_flow_stack(codec.quantize_flow(gt[None]), "jpeg")
+    stored = codec.dequantize_flow(codec.decode_flow_stack(data, "jpeg", 1, 96, 128))  # (2, H, W) pixels
     flow = np.stack([stored, stored])
     pipe = T.Compose([T.MultiScaleCrop(64), T.Flip(1.0)])
     out = pipe({"imgs": frames, "flow": flow}, np.random.default_rng(seed))

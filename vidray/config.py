@@ -17,24 +17,37 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vidray import registry
 
 T = TypeVar("T", bound=BaseModel)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # extra="forbid": an unknown key is an error; allow_inf_nan=False: `.inf` / `nan` are refused
+    # (a YAML `.inf` sampling rate or flow bound would otherwise pass and break every video).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Names chosen from a backend table (vidray.registry): the table is the one list of allowed values.
+SamplingMode = Annotated[str, registry.SAMPLING_MODES.validator()]
+FlowAlgorithm = Annotated[str, registry.FLOW_ALGORITHMS.validator()]
+FrameEncoding = Annotated[str, registry.IMAGE_ENCODINGS.validator()]
+DecoderName = Annotated[str, registry.DECODERS.validator()]
+SamplerName = Annotated[str, registry.SAMPLERS.validator()]
+LossName = Annotated[str, registry.LOSSES.validator()]
+OptimizerName = Annotated[str, registry.OPTIMIZERS.validator()]
+ScheduleName = Annotated[str, registry.SCHEDULES.validator()]
+ModelName = Annotated[str, registry.MODELS.validator()]
 
 
 # --------------------------------------------------------------------------------------------
 # Ingest
 # --------------------------------------------------------------------------------------------
-SamplingMode = Literal["fps", "every_s", "segments", "clip", "all"]
-
-
 class SamplingConfig(_Strict):
     """Which source frames are stored (see :mod:`vidray.sampling`).
 
@@ -49,7 +62,7 @@ class SamplingConfig(_Strict):
       * ``all``: every frame (at most ``max_frames``).
     """
 
-    mode: SamplingMode = "fps"
+    mode: SamplingMode = Field("fps", description="which source frames are stored")
     fps: float = Field(1.0, gt=0, description="frames per second for mode=fps")
     max_seconds: float | None = Field(None, gt=0, description="only the first max_seconds of a video")
     loop: bool = Field(False, description="mode=fps: repeat short videos up to fps*max_seconds frames")
@@ -60,17 +73,18 @@ class SamplingConfig(_Strict):
     frame_interval: int = Field(1, ge=1, description="mode=clip: source frames between clip frames")
     num_clips: int = Field(1, ge=1, description="mode=clip: clips per video")
     max_frames: int | None = Field(None, ge=1, description="cap on stored frames per video")
-    seed: int = 0
+    seed: int = Field(0, description="per-video seeds (random_offset) derive from it and the video id")
 
 
 class ResizeConfig(_Strict):
-    """Resize stored frames to a short side, keeping the aspect ratio (sizes in pixels)."""
+    """Resize stored frames to a short side, keeping the aspect ratio (sizes in pixels). By default a
+    video is only ever made smaller: upscaling stores more bytes and no more information."""
 
-    short_side: int | None = Field(256, ge=8, description="None keeps the source size")
-    max_long_side: int | None = Field(None, ge=8)
-
-
-FlowAlgorithm = Literal["tvl1", "farneback", "dis_ultrafast", "dis_fast", "dis_medium"]
+    short_side: int | None = Field(256, ge=8, description="short side of the stored frames, pixels; None keeps the "
+                                   "source size")
+    upscale: bool = Field(False, description="also enlarge videos whose short side is smaller (off: short_side is an "
+                          "upper bound and a 32x32 corpus stays 32x32)")
+    max_long_side: int | None = Field(None, ge=8, description="cap on the long side after the short-side resize")
 
 
 class FlowConfig(_Strict):
@@ -82,23 +96,21 @@ class FlowConfig(_Strict):
     (``128 + x * 127.5 / bound``).
     """
 
-    enabled: bool = False
-    algorithm: FlowAlgorithm = "dis_medium"
+    enabled: bool = Field(False, description="compute a flow stack per stored frame")
+    algorithm: FlowAlgorithm = Field("dis_medium", description="flow estimator")
     bound: float = Field(20.0, gt=0, description="pixels; values are clipped to +-bound")
-    flow_fps: float | None = Field(None, gt=0)
+    flow_fps: float | None = Field(None, gt=0, description="pairs span round(src_fps/flow_fps) source frames "
+                                    "(Ng: 15 fps); None = adjacent frames")
     stack_length: int = Field(1, ge=1, description="L flow fields per stored frame")
     short_side: int | None = Field(None, ge=8, description="flow resolution; None = same as frames")
-
-
-FrameEncoding = Literal["jpeg", "png", "raw"]
 
 
 class OutputConfig(_Strict):
     """How rows and files are written."""
 
-    encoding: FrameEncoding = "jpeg"
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    flow_encoding: FrameEncoding = "jpeg"
+    encoding: FrameEncoding = Field("jpeg", description="stored frames' image encoding")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of frames and flow stacks")
+    flow_encoding: FrameEncoding = Field("jpeg", description="flow stacks' image encoding")
     max_frames_per_row: int = Field(128, ge=1, description="longer videos are split into chunk rows")
     videos_per_task: int = Field(4, ge=1, description="videos per Ray task and per Parquet file pair")
 
@@ -107,13 +119,14 @@ class ExecutionConfig(_Strict):
     """Where and how the Ray Data job runs."""
 
     ray_address: str | None = Field(None, description="None: connect to RAY_ADDRESS or start a local Ray")
-    num_cpus_per_task: float = Field(1.0, gt=0)
-    memory_per_task_mb: int | None = Field(None, ge=1)
+    num_cpus_per_task: float = Field(1.0, gt=0, description="Ray CPUs reserved per ingest task")
+    memory_per_task_mb: int | None = Field(None, ge=1, description="Ray memory reservation per task (MB)")
     concurrency: int | None = Field(None, ge=1, description="max parallel tasks (None: Ray decides)")
     max_retries: int = Field(3, ge=0, description="Ray task retries (worker crash)")
     max_failure_fraction: float = Field(0.1, ge=0, le=1, description="exit non-zero above this")
-    decoder: Literal["pyav", "decord"] = "pyav"
-    seek: Literal["auto", "sequential", "seek"] = "auto"
+    decoder: DecoderName = Field("pyav", description="video decoder")
+    seek: Literal["auto", "sequential", "seek"] = Field(
+        "auto", description="auto: per wanted frame, seek to its keyframe only when cheaper than decoding through")
     env_vars: dict[str, str] = Field(
         default_factory=dict,
         description="environment of the ingest tasks (e.g. AWS_ENDPOINT_URL for an S3-compatible store); "
@@ -150,8 +163,9 @@ class ModelConfig(_Strict):
     evaluation (RCNN random mode: ``forward: {mode: random}``, ``eval_forward: {mode: sequential}``).
     """
 
-    name: str | None = Field(None, description="registry name; `vidray train --model` sets it")
-    kwargs: dict[str, Any] = Field(default_factory=lambda: {"backbone": "tiny"})
+    name: ModelName | None = Field(None, description="registry name; `vidray train --model` sets it")
+    kwargs: dict[str, Any] = Field(default_factory=lambda: {"backbone": "tiny"},
+                                   description="builder kwargs (backbone, dropout, weights, model-specific)")
     forward: dict[str, Any] = Field(default_factory=dict, description="model(x, **forward) in training")
     eval_forward: dict[str, Any] = Field(default_factory=dict, description="model(x, **eval_forward) in eval")
 
@@ -169,9 +183,10 @@ class InputConfig(_Strict):
       ``(T, 2, S, S)`` in pixels of the crop (ActionFlowNet's multitask loss).
     """
 
-    modality: Modality = "rgb"
+    modality: Modality = Field("rgb", description="rgb (3 channels), flow (2L channels), rgb+flow (RGB input, "
+                               "flow as ActionFlowNet's target)")
     flow_scale: float = Field(20.0, gt=0, description="flow input divisor (pixels), after mean subtraction")
-    train_split: str = "train"
+    train_split: str = Field("train", description="manifest split trained on")
     val_split: str | None = Field("val", description="None/'' = no validation")
     shuffle_files: bool = Field(True, description="shuffle Parquet file order every epoch")
     shuffle_buffer: int = Field(64, ge=0, description="rows in the local shuffle buffer (0 = off)")
@@ -184,9 +199,6 @@ class InputConfig(_Strict):
         None, ge=1, description="Ray Data read tasks per epoch (override_num_blocks); None: one per ~128 MB "
         "of Parquet, at least 2 per worker, at most one per file",
     )
-
-
-SamplerName = Literal["tsn", "clip", "pair", "sequential"]
 
 
 class TrainSamplerConfig(_Strict):
@@ -202,7 +214,7 @@ class TrainSamplerConfig(_Strict):
     ``num_frames=None`` takes the model's ``model_info(name).num_frames``.
     """
 
-    name: SamplerName = "tsn"
+    name: SamplerName = Field("tsn", description="which stored frames make a sample")
     num_frames: int | None = Field(None, ge=1, description="T: segments / clip length / max sequence")
     frame_interval: int = Field(1, ge=1, description="clip: source frames between clip frames")
 
@@ -217,26 +229,27 @@ class AugmentConfig(_Strict):
     """
 
     crop_size: int = Field(224, ge=8, description="S, pixels")
-    scales: list[float] = Field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
-    max_distort: int = Field(1, ge=0)
-    flip_ratio: float = Field(0.5, ge=0, le=1)
+    scales: list[float] = Field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66],
+                                description="multi-scale crop sides as fractions of the short side")
+    max_distort: int = Field(1, ge=0, description="aspect jitter: crop width and height at most this many scale steps apart")
+    flip_ratio: float = Field(0.5, ge=0, le=1, description="horizontal flip probability (flow-x negated)")
     color_jitter: list[float] | None = Field(
         default_factory=lambda: [0.4, 0.4, 0.4], description="brightness, contrast, saturation; null = off"
     )
     resize_short: int | None = Field(None, ge=8, description="eval: resize the short side first")
-    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406], description="RGB mean (ImageNet)")
+    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225], description="RGB std (ImageNet)")
 
 
 class OptimConfig(_Strict):
     """Optimizer: SGD with momentum / weight decay (the papers) or Adam(W)."""
 
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    name: OptimizerName = Field("sgd", description="optimizer")
     lr: float = Field(0.01, gt=0, description="base learning rate (per the global batch)")
-    momentum: float = Field(0.9, ge=0)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.9, ge=0, description="SGD momentum")
+    nesterov: bool = Field(False, description="SGD Nesterov momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (decoupled for adamw)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam(W) betas")
     clip_grad_norm: float | None = Field(None, gt=0, description="TSN clips at 20 (rgb) / 40 (flow)")
 
 
@@ -251,15 +264,12 @@ class ScheduleConfig(_Strict):
     ``warmup_epochs`` ramps linearly from ``warmup_factor * lr`` to ``lr`` first.
     """
 
-    name: Literal["step", "exponential", "cosine", "constant"] = "step"
-    milestones: list[int] = Field(default_factory=lambda: [30, 60])
-    gamma: float = Field(0.1, gt=0)
-    min_lr: float = Field(0.0, ge=0)
-    warmup_epochs: int = Field(0, ge=0)
-    warmup_factor: float = Field(0.1, gt=0, le=1)
-
-
-LossName = Literal["ce", "bce", "multitask", "gain", "per_frame"]
+    name: ScheduleName = Field("step", description="learning-rate schedule, stepped per epoch")
+    milestones: list[int] = Field(default_factory=lambda: [30, 60], description="step: epochs where lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0, description="step / exponential: the factor")
+    min_lr: float = Field(0.0, ge=0, description="cosine: final learning rate")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
+    warmup_factor: float = Field(0.1, gt=0, le=1, description="warm-up starts at warmup_factor * lr")
 
 
 class LossConfig(_Strict):
@@ -276,10 +286,10 @@ class LossConfig(_Strict):
     ``aux_weight`` adds ``aux_weight * CE`` of each ``aux_logits`` head (GoogLeNet uses 0.3).
     """
 
-    name: LossName = "ce"
+    name: LossName = Field("ce", description="training loss")
     lam: float = Field(0.01, ge=0, description="multitask: weight of the EPE term")
     alphas: list[float] | None = Field(None, description="multitask: weights of the flow pyramid levels")
-    aux_weight: float = Field(0.0, ge=0)
+    aux_weight: float = Field(0.0, ge=0, description="weight of CE on aux_logits heads (GoogLeNet: 0.3)")
 
 
 class FreezeConfig(_Strict):
@@ -289,22 +299,24 @@ class FreezeConfig(_Strict):
     ``set_training_stage(1|2)`` (RCNN: temporal weights and head first)."""
 
     epochs: int = Field(0, ge=0, description="0 = single phase")
-    prefixes: list[str] = Field(default_factory=lambda: ["backbone."])
+    prefixes: list[str] = Field(default_factory=lambda: ["backbone."],
+                                description="parameter-name prefixes frozen in phase 1; [stages]: the model's "
+                                "set_training_stage (RCNN)")
 
 
 class CheckpointSettings(_Strict):
     """Checkpoints every epoch; keep the best ``num_to_keep`` by ``score_attribute`` (plus the latest)."""
 
-    num_to_keep: int = Field(2, ge=1)
+    num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (the latest always)")
     score_attribute: str = Field("val_top1", description="a reported metric; falls back to -train_loss")
-    score_order: Literal["max", "min"] = "max"
+    score_order: Literal["max", "min"] = Field("max", description="max or min of score_attribute is best")
 
 
 class TrackingConfig(_Strict):
     """MLflow (rank 0 logs; the store and run are created by the driver)."""
 
-    experiment: str = "vidray"
-    run_name: str | None = None
+    experiment: str = Field("vidray", description="MLflow experiment")
+    run_name: str | None = Field(None, description="MLflow run name (default <model>-<run folder>)")
     log_model: bool = Field(False, description="log the final checkpoint.pt as an artifact")
     flow_samples: int = Field(4, ge=0, description="flow visualisations logged (0 = none)")
 
@@ -313,10 +325,11 @@ class RayTrainConfig(_Strict):
     """Ray Train / Ray Data execution (CPU workers here, GPUs on a cluster)."""
 
     ray_address: str | None = Field(None, description="None: RAY_ADDRESS or a new local Ray")
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = Field(False, description="one GPU per worker, NCCL, autocast")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker (sized down to fit the cluster "
+                                   "next to Ray Data's read tasks)")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint")
-    prefetch_batches: int = Field(2, ge=0)
+    prefetch_batches: int = Field(2, ge=0, description="batches Ray Data prepares ahead per worker")
     find_unused_parameters: bool = Field(False, description="DDP: for models with unused heads")
     parquet_v2: bool = Field(
         False, description="Ray Data's DataSourceV2 Parquet reader (starts 32 footer actors per epoch: "
@@ -329,8 +342,8 @@ class DebugConfig(_Strict):
     epoch ``k+1``, after epoch ``k``'s checkpoint was reported (``exit``: ``os._exit(1)``, a real
     kill; ``raise``: an exception, for local mode inside a test)."""
 
-    fail_after_epoch: int | None = Field(None, ge=1)
-    fail_mode: Literal["exit", "raise"] = "exit"
+    fail_after_epoch: int | None = Field(None, ge=1, description="tests: rank 0 dies once in epoch k+1")
+    fail_mode: Literal["exit", "raise"] = Field("exit", description="tests: os._exit(1) or an exception")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (smoke tests)")
 
 
@@ -349,11 +362,11 @@ class TrainConfig(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     ray: RayTrainConfig = RayTrainConfig()
     debug: DebugConfig = DebugConfig()
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, description="epochs to train (counted from 1)")
     batch_size: int = Field(8, ge=1, description="clips per worker per step")
     eval_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
     precision: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="autocast dtype; GPU only")
-    seed: int = 0
+    seed: int = Field(0, description="model init (same on every rank) and augmentation generators")
 
     def run_hash(self) -> str:
         """Hash of the settings that define a run's results (not ray/debug/tracking): a run folder is
@@ -408,9 +421,23 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = apply_overrides(data, overrides)
     try:
         return cls.model_validate(data)
-    except Exception as e:  # pydantic.ValidationError: re-raise with the source named
-        src = str(path) if path else "--set overrides"
-        raise ValueError(f"invalid {cls.__name__} in {src}: {e}") from e
+    except ValidationError as e:  # one line naming the source, each bad key and what is accepted
+        src = f"{path}{' + --set overrides' if overrides else ''}" if path else "--set overrides"
+        raise ValueError(f"{src}: {describe_validation_error(e)}") from None
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    """A pydantic error as one line: ``key.sub: reason (got value)`` per problem, ``; ``-separated."""
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        show = "" if err.get("type") in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        parts.append(f"{loc}: {msg}{show}")
+    return "; ".join(parts)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -424,3 +451,58 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             out[key] = v
     return out
 
+
+
+# --------------------------------------------------------------------------------------------
+# Reference: every key with its default and meaning (`vidray config`, the README/docs tables)
+# --------------------------------------------------------------------------------------------
+def _allowed(field: Any) -> str:
+    """The allowed values of a field chosen from a table (a registry) or a Literal, else ``""``."""
+    import typing
+
+    ann = field.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) else []
+    metadata = list(field.metadata) + [m for a in args for m in getattr(a, "__metadata__", ())]
+    for m in metadata:
+        reg = getattr(getattr(m, "func", None), "__self__", None)
+        if isinstance(reg, registry.Registry):
+            return " | ".join(reg.names())
+    for a in args or [ann]:
+        if typing.get_origin(a) is Literal:
+            return " | ".join(str(v) for v in typing.get_args(a))
+    return ""
+
+
+def _default(field: Any) -> Any:
+    return field.default_factory() if field.default_factory is not None else field.default
+
+
+def config_reference(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(key, default, meaning)`` of every leaf key of a config class, in declaration order; the
+    meaning is the field's description plus the allowed values of keys chosen from a table."""
+    rows: list[tuple[str, Any, str]] = []
+    for name, f in cls.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows += config_reference(ann, f"{prefix}{name}.")
+            continue
+        meaning = f.description or ""
+        allowed = _allowed(f)
+        if allowed:
+            meaning = f"{meaning}: {allowed}" if meaning else allowed
+        rows.append((f"{prefix}{name}", _default(f), meaning))
+    return rows
+
+
+def format_reference(cls: type[BaseModel], markdown: bool = False) -> str:
+    """:func:`config_reference` as aligned text, or as a Markdown table (the README's and docs' tables
+    are this output; ``tests/test_cli.py`` checks they match)."""
+    rows = [(k, json.dumps(d) if not isinstance(d, str) else d, m) for k, d, m in config_reference(cls)]
+    if markdown:
+        esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+        lines = ["| key | default | meaning |", "|---|---|---|"]
+        lines += [f"| `{k}` | `{esc(d)}` | {esc(m)} |" for k, d, m in rows]
+        return "\n".join(lines)
+    w = max(len(k) for k, _, _ in rows)
+    wd = min(24, max(len(d) for _, d, _ in rows))
+    return "\n".join(f"{k:<{w}}  {d:<{wd}}  {m}" for k, d, m in rows)

@@ -1,28 +1,22 @@
-"""Optical flow for ingest: estimation, two-stream quantisation, flow-stack encoding, measurement.
+"""Optical flow estimation for ingest, and measuring it.
 
-Conventions (two-stream / TSN):
+A flow field is ``float32 (H, W, 2)`` in pixels (x right, y down) from frame 0 to frame 1; how it is
+quantised and stored is the dataset format's business (:mod:`vidray.io.flowcodec`).
 
-* A flow field is ``float32 (H, W, 2)`` in **pixels**, channel 0 = x (right positive), channel 1 = y
-  (down positive), mapping frame 0 to frame 1: the content at ``p`` in frame 0 is at ``p + flow[p]``
-  in frame 1.
-* Quantisation, zero-centred (0 px is exactly grey level 128)::
+Algorithms are the table :data:`vidray.registry.FLOW_ALGORITHMS` (``flow.algorithm``); each entry
+builds ``fn(frame0, frame1) -> flow`` once per worker:
 
-      q = saturate_uint8(round(128 + clip(x, -bound, bound) * 127.5 / bound))   # quantize_flow
-      x' = (q - 128) * bound / 127.5                                            # dequantize_flow
+================= ======================================================================
+``tvl1``          opencv-contrib ``DualTVL1`` with the two-stream/TSN extraction parameters
+                  (paper-faithful; seconds per 224x224 pair)
+``farneback``     OpenCV Farneback, the dense-flow tutorial's parameters
+``dis_ultrafast`` OpenCV DIS, ULTRAFAST preset
+``dis_fast``      OpenCV DIS, FAST preset
+``dis_medium``    OpenCV DIS, MEDIUM preset (the default)
+================= ======================================================================
 
-  Rounding is half-to-even; -bound -> 0, 0 -> 128, +bound -> 255 (255.5 saturates), and
-  ``|x' - x| <= bound / 255`` for ``|x| <= bound`` (0.078 px at the default bound 20). The bytes
-  differ by at most one level from yjxiong/dense_flow's ``round((x + bound) * 255 / (2 * bound))``
-  (the TSN / two-stream extraction), where 0 px decodes to +bound/255 instead of 0: measured on real
-  frames, the centred form adds 0.007-0.03 px EPE on near-static pairs where dense_flow's adds
-  0.09-0.105, and both add ~0.06 px on moving content.
-* A flow stack of ``L`` fields is stored as one grayscale image ``(2L * H, W)`` with the planes tiled
-  vertically in the order ``x_1, y_1, x_2, y_2, ..., x_L, y_L``; decoding gives ``uint8 (2L, H, W)``,
-  the channel order flow-stream models take as input.
-
-Algorithms (:data:`ALGORITHMS`): ``tvl1`` (opencv-contrib ``DualTVL1``, paper-faithful, seconds per
-224x224 pair), ``farneback``, and OpenCV's DIS presets ``dis_ultrafast`` / ``dis_fast`` /
-``dis_medium`` (the default). Measured figures are in ``docs/flow.md`` (``benchmarks/flow.py``).
+Measured speed and EPE of each: ``docs/flow.md`` (``benchmarks/flow.py``). Adding an algorithm is one
+``@FLOW_ALGORITHMS.register(name)`` factory below plus a test in ``tests/test_flow.py``.
 """
 
 from __future__ import annotations
@@ -32,13 +26,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from vidray.io.imcodec import decode_image, encode_image
+from vidray.registry import FLOW_ALGORITHMS
 
-ALGORITHMS = ("tvl1", "farneback", "dis_ultrafast", "dis_fast", "dis_medium")
 DEFAULT_ALGORITHM = "dis_medium"
-DEFAULT_BOUND = 20.0
-STACK_ENCODINGS = ("jpeg", "png", "raw")
-JPEG_MAX_DIM = 65500  # libjpeg's limit on either image side
 
 # TV-L1 as in the two-stream / TSN extraction tools (yjxiong/dense_flow, MMAction2's
 # tools/misc/flow_extraction.py): OpenCV's default DualTVL1 parameters. OpenCV 2.4's single
@@ -68,16 +58,7 @@ FARNEBACK_PARAMS: dict[str, float | int] = {
     "flags": 0,
 }
 
-_DIS_PRESETS = {
-    "dis_ultrafast": "DISOPTICAL_FLOW_PRESET_ULTRAFAST",
-    "dis_fast": "DISOPTICAL_FLOW_PRESET_FAST",
-    "dis_medium": "DISOPTICAL_FLOW_PRESET_MEDIUM",
-}
-
-
-def _check_algorithm(algorithm: str) -> None:
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown flow algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+PairFlow = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _create_tvl1():
@@ -107,6 +88,41 @@ def _create_tvl1():
     return tv
 
 
+@FLOW_ALGORITHMS.register("tvl1")
+def _tvl1() -> PairFlow:
+    """opencv-contrib DualTVL1 with the two-stream/TSN parameters (paper-faithful, seconds per pair)."""
+    tv = _create_tvl1()
+    return lambda f0, f1: tv.calc(f0, f1, None)
+
+
+@FLOW_ALGORITHMS.register("farneback")
+def _farneback() -> PairFlow:
+    """OpenCV Farneback with the dense-flow tutorial's parameters."""
+    p = FARNEBACK_PARAMS
+
+    def calc(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+        return cv2.calcOpticalFlowFarneback(f0, f1, None, p["pyr_scale"], p["levels"], p["winsize"],
+                                            p["iterations"], p["poly_n"], p["poly_sigma"], p["flags"])
+
+    return calc
+
+
+def _dis(preset: str) -> Callable[[], PairFlow]:
+    def build() -> PairFlow:
+        dis = cv2.DISOpticalFlow_create(getattr(cv2, preset))
+        return lambda f0, f1: dis.calc(f0, f1, None)
+
+    return build
+
+
+FLOW_ALGORITHMS.register("dis_ultrafast", _dis("DISOPTICAL_FLOW_PRESET_ULTRAFAST"),
+                         help="OpenCV DIS, ULTRAFAST preset (~0.8 ms per 224x224 pair)")
+FLOW_ALGORITHMS.register("dis_fast", _dis("DISOPTICAL_FLOW_PRESET_FAST"),
+                         help="OpenCV DIS, FAST preset (~1.7 ms per 224x224 pair)")
+FLOW_ALGORITHMS.register("dis_medium", _dis("DISOPTICAL_FLOW_PRESET_MEDIUM"),
+                         help="OpenCV DIS, MEDIUM preset, the default (~8 ms per 224x224 pair, EPE ~0.04 px)")
+
+
 class FlowFn:
     """``flow = fn(frame0, frame1)``: one algorithm with its OpenCV object created once and reused.
 
@@ -116,7 +132,7 @@ class FlowFn:
     """
 
     def __init__(self, algorithm: str, num_threads: int | None = 1) -> None:
-        _check_algorithm(algorithm)
+        FLOW_ALGORITHMS.check(algorithm)
         self.algorithm = algorithm
         self.num_threads = num_threads
         self._setup()
@@ -125,13 +141,7 @@ class FlowFn:
         if self.num_threads is not None:
             # Process-wide. Ray parallelises across videos, so OpenCV's own pool only oversubscribes.
             cv2.setNumThreads(int(self.num_threads))
-        a = self.algorithm
-        if a == "tvl1":
-            self._impl = _create_tvl1()
-        elif a == "farneback":
-            self._impl = None
-        else:
-            self._impl = cv2.DISOpticalFlow_create(getattr(cv2, _DIS_PRESETS[a]))
+        self._impl: PairFlow = FLOW_ALGORITHMS.get(self.algorithm)()
 
     def __getstate__(self) -> dict:
         return {"algorithm": self.algorithm, "num_threads": self.num_threads}
@@ -156,17 +166,7 @@ class FlowFn:
                 f"{frame0.dtype} {frame0.shape} and {frame1.dtype} {frame1.shape}"
             )
         # DIS asserts on non-contiguous input (e.g. a crop view); this is a no-op when contiguous.
-        f0 = np.ascontiguousarray(frame0)
-        f1 = np.ascontiguousarray(frame1)
-        if self._impl is None:
-            p = FARNEBACK_PARAMS
-            flow = cv2.calcOpticalFlowFarneback(
-                f0, f1, None, p["pyr_scale"], p["levels"], p["winsize"], p["iterations"],
-                p["poly_n"], p["poly_sigma"], p["flags"],
-            )
-        else:
-            flow = self._impl.calc(f0, f1, None)
-        return flow
+        return self._impl(np.ascontiguousarray(frame0), np.ascontiguousarray(frame1))
 
 
 def make_flow_fn(
@@ -174,106 +174,13 @@ def make_flow_fn(
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Return ``fn(frame0, frame1) -> float32 (H, W, 2)`` flow in pixels (x, y) for ``algorithm``.
 
-    ``algorithm`` is one of :data:`ALGORITHMS`; an unknown name raises ``ValueError``, and ``tvl1``
+    ``algorithm`` is a name in :data:`vidray.registry.FLOW_ALGORITHMS`; an unknown name raises
+    ``ValueError``, and ``tvl1``
     raises ``RuntimeError`` naming the package when the installed OpenCV lacks the contrib modules.
     ``num_threads`` is passed to ``cv2.setNumThreads`` (process-wide) when the function is built or
     unpickled; ``None`` leaves OpenCV's setting alone.
     """
     return FlowFn(algorithm, num_threads=num_threads)
-
-
-def _check_bound(bound: float) -> float:
-    bound = float(bound)
-    if not bound > 0:
-        raise ValueError(f"flow bound must be > 0, got {bound}")
-    return bound
-
-
-def quantize_flow(flow: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
-    """Clip flow (pixels) to ``[-bound, bound]`` and map it linearly to uint8, same shape.
-
-    ``q = saturate_uint8(round(128 + x * 127.5 / bound))``, rounding half to even: -bound -> 0,
-    0 -> 128, +bound -> 255. Usually ``(H, W, 2)`` or ``(L, H, W, 2)``; any shape works. OpenCV calls
-    (clip, then ``convertScaleAbs``): 0.17 ms for 224x224x2 here against 0.29 ms in numpy. NaN maps
-    to an unspecified value.
-    """
-    bound = _check_bound(bound)
-    src = np.asarray(flow, dtype=np.float32)
-    if src.ndim == 0:
-        raise ValueError("quantize_flow needs an array")
-    flat = np.ascontiguousarray(src).reshape(-1, src.shape[-1] if src.ndim > 1 else 1)
-    # Clip first (also tames +-inf and values that would overflow the int rounding), then one fused
-    # scale+offset+round+saturate pass. convertScaleAbs's abs() is a no-op on the clipped range.
-    clipped = cv2.max(flat, -bound)
-    cv2.min(clipped, bound, dst=clipped)
-    q = cv2.convertScaleAbs(clipped, alpha=127.5 / bound, beta=128.0)
-    return q.reshape(src.shape)
-
-
-def dequantize_flow(q: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
-    """Inverse of :func:`quantize_flow`: ``x = (q - 128) * bound / 127.5``, float32 pixels, same shape.
-
-    Level 128 is exactly 0 px; 255 is ``bound * 127/127.5`` and 0 is ``-bound * 128/127.5`` (each
-    within ``bound/255`` of the clip value). Works on ``(H, W, 2)`` fields and on decoded stacks
-    ``(2L, H, W)`` alike (it is elementwise).
-    """
-    bound = _check_bound(bound)
-    q = np.asarray(q)
-    if q.dtype != np.uint8:
-        raise ValueError(f"dequantize_flow needs uint8, got {q.dtype}")
-    if q.ndim == 0:
-        raise ValueError("dequantize_flow needs an array")
-    step = bound / 127.5
-    x = q.astype(np.float32)  # numpy beats cv2.addWeighted here (measured 0.42 vs 1.0 ms, 224x224x2)
-    x *= np.float32(step)
-    x -= np.float32(128.0 * step)
-    return x
-
-
-def encode_flow_stack(q: np.ndarray, encoding: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode a quantised stack ``uint8 (L, H, W, 2)`` as one gray image ``(2L * H, W)`` to bytes.
-
-    Planes are tiled vertically as ``x_1, y_1, ..., x_L, y_L`` (rows ``[2l*H, (2l+1)*H)`` hold
-    ``x_{l+1}``). ``encoding`` is ``jpeg`` (``quality`` 0-100), ``png`` (lossless) or ``raw`` (the
-    image's bytes, C order). With JPEG, keep ``H`` a multiple of 8 so no 8x8 block spans two planes.
-    """
-    if encoding not in STACK_ENCODINGS:
-        raise ValueError(f"unknown flow stack encoding {encoding!r}; expected one of {STACK_ENCODINGS}")
-    q = np.asarray(q)
-    if q.dtype != np.uint8 or q.ndim != 4 or q.shape[-1] != 2 or 0 in q.shape:
-        raise ValueError(f"expected a uint8 (L, H, W, 2) flow stack, got {q.dtype} {q.shape}")
-    L, H, W, _ = q.shape
-    if encoding == "jpeg" and max(2 * L * H, W) > JPEG_MAX_DIM:
-        raise ValueError(
-            f"a (2L*H, W) = ({2 * L * H}, {W}) image exceeds JPEG's {JPEG_MAX_DIM} px limit; "
-            "use png/raw or a shorter stack"
-        )
-    planes = np.ascontiguousarray(q.transpose(0, 3, 1, 2)).reshape(2 * L * H, W)
-    return encode_image(planes, encoding=encoding, quality=quality)
-
-
-def decode_flow_stack(
-    data: bytes, encoding: str, stack_length: int, height: int, width: int
-) -> np.ndarray:
-    """Decode :func:`encode_flow_stack` bytes to ``uint8 (2L, H, W)``, channels ``x_1, y_1, ..., y_L``.
-
-    Dequantise with :func:`dequantize_flow` and the row's bound. With ``raw`` the result is a
-    read-only view of ``data`` (copy it before writing in place).
-    """
-    if encoding not in STACK_ENCODINGS:
-        raise ValueError(f"unknown flow stack encoding {encoding!r}; expected one of {STACK_ENCODINGS}")
-    L, H, W = int(stack_length), int(height), int(width)
-    if min(L, H, W) <= 0:
-        raise ValueError(f"stack_length, height, width must be > 0, got {L}, {H}, {W}")
-    shape = (2 * L * H, W)
-    if encoding == "raw" and len(data) != shape[0] * shape[1]:
-        raise ValueError(
-            f"raw flow stack has {len(data)} bytes, expected {shape[0] * shape[1]} for L={L}, H={H}, W={W}"
-        )
-    img = decode_image(data, encoding=encoding, shape=shape, gray=True)
-    if img.shape != shape:
-        raise ValueError(f"decoded flow stack is {img.shape}, expected {shape} for L={L}, H={H}, W={W}")
-    return img.reshape(2 * L, H, W)
 
 
 def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
@@ -290,6 +197,20 @@ def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (H, W, 2) flow, got {flow.shape}")
     t = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
     return flow_to_image(t).permute(1, 2, 0).numpy()
+
+
+def flow_color_key(size: int = 64) -> np.ndarray:
+    """The colour key of :func:`flow_to_rgb`: a ``(size, size, 3)`` uint8 disc where each pixel shows the
+    colour of a flow vector pointing from the centre to it (right = +x, down = +y; the rim is the
+    largest magnitude, the centre white = no motion); outside the disc is white."""
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    field = np.stack([xx - c, yy - c], axis=-1)
+    inside = np.hypot(field[..., 0], field[..., 1]) <= c
+    field[~inside] = 0.0
+    img = flow_to_rgb(field)
+    img[~inside] = 255
+    return img
 
 
 def endpoint_error(pred: np.ndarray, gt: np.ndarray, *, margin: int = 0) -> float:

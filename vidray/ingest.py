@@ -9,10 +9,9 @@ Pipeline (one Ray Data dataset, CPU tasks)::
 
 * Every manifest entry yields exactly one status row (``ok``, ``failed`` with the error, or
   ``skipped``); failures of single videos are caught per video and never stop the run.
-* ``<key>`` is a hash of the task's video ids, so a task that Ray retries after its worker died
-  rewrites the *same* files: no duplicate and no lost row. Files are written under a temporary name
-  and renamed; the clips part is committed first and counts only once its status part exists, so a
-  crash between the two leaves an orphan that the next run deletes.
+* The files and their commit protocol belong to the dataset format, :mod:`vidray.io.dataset`: a task
+  that Ray retries after its worker died rewrites the *same* part names (no duplicate, no lost row),
+  and a crash between the clips and the status commit leaves an orphan that the next run deletes.
 * Resume: a re-run skips every video that has a status row; ``retry_failed`` first drops the failed
   rows (rewriting their status parts) so only those run again.
 * ``dataset.json`` records the config, schema version, manifest hash, classes and counts.
@@ -20,12 +19,9 @@ Pipeline (one Ray Data dataset, CPU tasks)::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import signal
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,14 +30,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from ray.data import Datasink
 
 from vidray import __version__
 from vidray.config import IngestConfig
+from vidray.console import current, make_board
+from vidray.io import dataset as fmt
+from vidray.io.flowcodec import encode_flow_stack, quantize_flow
 from vidray.io.imcodec import encode_image
 from vidray.io.manifest import Manifest, ManifestEntry, read_manifest
-from vidray.io.schema import CLIP_SCHEMA, SCHEMA_VERSION, STATUS_SCHEMA
+from vidray.io.schema import CLIP_SCHEMA, STATUS_SCHEMA
 from vidray.io.store import Store
 from vidray.io.video import VideoDecodeError, VideoInfo, iter_frames, output_size, probe
 from vidray.runtime import init_ray
@@ -84,8 +82,6 @@ def _flow_stacks(
     gray: dict[int, np.ndarray], fidx: np.ndarray, flow_fn, cfg: IngestConfig, cache: dict
 ) -> list[bytes]:
     """Encoded flow stacks for the stored frames whose spans are ``fidx`` ``(n, L+1)``."""
-    from vidray.flow import encode_flow_stack, quantize_flow
-
     out = []
     for span in fidx:
         fields = []
@@ -126,7 +122,8 @@ def _process_video(entry: dict, path: str, cfg: IngestConfig, t0: float) -> list
     indices = sample_frames(info.timestamps, cfg.sampling, entry["video_id"])
     if len(indices) == 0:
         raise VideoDecodeError(entry["path"], "sampling selected no frame")
-    size = output_size(info.width, info.height, cfg.resize.short_side, cfg.resize.max_long_side)
+    size = output_size(info.width, info.height, cfg.resize.short_side, cfg.resize.max_long_side,
+                       upscale=cfg.resize.upscale)
     flow_on = cfg.flow.enabled
     step = flow_step(info.fps, cfg.flow.flow_fps) if flow_on else 1
     spans = flow_indices(indices, info.num_frames, cfg.flow.stack_length, step) if flow_on else None
@@ -135,7 +132,7 @@ def _process_video(entry: dict, path: str, cfg: IngestConfig, t0: float) -> list
 
     flow_size = size
     if flow_on and cfg.flow.short_side is not None:
-        flow_size = output_size(size[0], size[1], cfg.flow.short_side)
+        flow_size = output_size(size[0], size[1], cfg.flow.short_side, upscale=cfg.resize.upscale)
     flow_fn = _cached_flow_fn(cfg.flow.algorithm) if flow_on else None
 
     import cv2
@@ -219,94 +216,29 @@ def _cached_flow_fn(algorithm: str):
     return _FLOW_FNS[algorithm]
 
 
-def process_videos(batch: pa.Table, cfg: IngestConfig) -> Iterator[pa.Table]:
+def process_videos(batch: pa.Table, cfg: IngestConfig, board: Any = None) -> Iterator[pa.Table]:
     """Ray Data UDF: entries in (``INPUT_COLUMNS``), one ``TASK_SCHEMA`` table per video out.
 
-    Yielding per video keeps a task's memory to one video's encoded rows.
+    Yielding per video keeps a task's memory to one video's encoded rows. ``board``: the driver's
+    :class:`vidray.console.ProgressBoard` (told of every video, fire-and-forget).
     """
     import cv2
 
     cv2.setNumThreads(1)  # Ray parallelises across videos
     for entry in batch.to_pylist():
         entry["open_path"] = os.fsdecode(entry["open_path"])
-        yield pa.Table.from_pylist(process_video(entry, cfg), schema=TASK_SCHEMA)
+        rows = process_video(entry, cfg)
+        if board is not None:
+            board.add.remote("failed" if rows[0]["status"] != "ok" else "done", 1)
+        yield pa.Table.from_pylist(rows, schema=TASK_SCHEMA)
 
 
 # ------------------------------------------------------------------------------------------------
-# Output files: commit protocol, status, resume
+# The Ray Data sink: one committed part per write task (vidray.io.dataset's protocol)
 # ------------------------------------------------------------------------------------------------
-def batch_key(video_ids: Iterable[str]) -> str:
-    """Deterministic part name for a set of videos (a retried task rewrites the same files)."""
-    h = hashlib.sha256("\n".join(sorted(video_ids)).encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:20]
-
-
-def _store(out: str | Path | Store) -> Store:
-    return out if isinstance(out, Store) else Store(out)
-
-
-def committed_parts(out: str | Path | Store) -> list[tuple[str | None, str]]:
-    """``(clips_part or None, status_part)`` paths relative to ``out`` for every committed part."""
-    st = _store(out)
-    clips = set(st.list("clips", "part-", ".parquet"))
-    return [(f"clips/{n}" if n in clips else None, f"status/{n}") for n in st.list("status", "part-", ".parquet")]
-
-
-def clip_files(out: str | Path | Store) -> list[str]:
-    """Paths/URIs of the committed clips parts (what readers and training should read)."""
-    st = _store(out)
-    return [st.url(c) for c, _ in committed_parts(st) if c is not None]
-
-
-def read_status(out: str | Path | Store) -> pa.Table:
-    """The whole status table (``STATUS_SCHEMA``), one row per manifest entry."""
-    st = _store(out)
-    parts = [st.read_table(s, schema=STATUS_SCHEMA) for _, s in committed_parts(st)]
-    return pa.concat_tables(parts) if parts else STATUS_SCHEMA.empty_table()
-
-
-def _clean_orphans(st: Store) -> int:
-    """Delete temp files and clips parts whose status part was never committed."""
-    n = 0
-    for d in ("clips", "status"):
-        for tmp in st.list(d, ".", ".tmp"):
-            st.delete(f"{d}/{tmp}")
-            n += 1
-    status = set(st.list("status", "part-", ".parquet"))
-    for name in st.list("clips", "part-", ".parquet"):
-        if name not in status:
-            st.delete(f"clips/{name}")
-            n += 1
-    return n
-
-
-def _drop_failed(st: Store) -> int:
-    """For ``--retry-failed``: remove failed rows from the status parts. Returns how many."""
-    dropped = 0
-    for cp, sp in committed_parts(st):
-        t = st.read_table(sp, schema=STATUS_SCHEMA)
-        keep = pc.not_equal(t["status"], "failed")
-        n_failed = t.num_rows - pc.sum(keep.cast(pa.int64())).as_py()
-        if n_failed == 0:
-            continue
-        dropped += n_failed
-        kept = t.filter(keep)
-        if kept.num_rows == 0:
-            if cp is not None:  # a status part with only failures has no clip rows
-                raise RuntimeError(f"{st.url(cp)} holds rows for a part whose entries all failed")
-            st.delete(sp)
-        else:
-            st.write_table(kept, sp)
-    return dropped
-
-
 class IngestSink(Datasink):
-    """Ray Data ``Datasink`` writing one clips part and one status part per write task, atomically.
-
-    ``fault_kill_once`` is a fault-injection hook for tests: the path of a marker file; the first
-    task to find it absent creates it and SIGKILLs its own worker *between* the clips commit and the
-    status commit (the worst moment), so the retry must leave no duplicate and lose nothing.
-    """
+    """Ray Data ``Datasink`` writing one clips part and one status part per write task, atomically
+    (:class:`vidray.io.dataset.PartWriter`; ``fault_kill_once`` is its test hook)."""
 
     def __init__(self, out: str, fault_kill_once: str | None = None):
         self.out = str(out)
@@ -317,45 +249,17 @@ class IngestSink(Datasink):
         return "VidrayIngest"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict:
-        st = Store(self.out)
-        tmp_clips = st.temp_name(f"clips/part-{uuid.uuid4().hex}")
-        writer = None
-        status_rows: list[pa.Table] = []
-        ids: list[str] = []
-        n_rows = 0
+        writer = fmt.PartWriter(Store(self.out), fault_kill_once=self.fault_kill_once)
         try:
             for block in blocks:
                 t = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block)
                 if t.num_rows == 0:
                     continue
-                first = pc.equal(t["chunk_index"], 0)
-                status_rows.append(t.filter(first).select(STATUS_SCHEMA.names).cast(STATUS_SCHEMA))
-                ids.extend(status_rows[-1]["video_id"].to_pylist())
-                ok = t.filter(pc.equal(t["status"], "ok")).select(CLIP_SCHEMA.names).cast(CLIP_SCHEMA)
-                if ok.num_rows:
-                    if writer is None:
-                        writer = pq.ParquetWriter(st.path(tmp_clips), CLIP_SCHEMA, filesystem=st.fs)
-                    writer.write_table(ok)
-                    n_rows += ok.num_rows
-            if writer is not None:
-                writer.close()
-                writer = None
-            if not ids:
-                return {"videos": 0, "rows": 0}
-            final = f"part-{batch_key(ids)}.parquet"
-            if n_rows:
-                # a rename on filesystems; on object stores a server-side copy of a complete object,
-                # which is never visible half-written either
-                st.commit(tmp_clips, f"clips/{final}")
-            if self.fault_kill_once and not os.path.exists(self.fault_kill_once):
-                Path(self.fault_kill_once).write_text(f"killed pid {os.getpid()} before committing {final}\n")
-                os.kill(os.getpid(), signal.SIGKILL)
-            st.write_table(pa.concat_tables(status_rows), f"status/{final}")
-            return {"videos": len(ids), "rows": n_rows, "part": final}
+                writer.add_status(t.filter(pc.equal(t["chunk_index"], 0)))  # one status row per video
+                writer.add_clips(t.filter(pc.equal(t["status"], "ok")))
+            return writer.commit()
         finally:
-            if writer is not None:
-                writer.close()
-            st.delete(tmp_clips)
+            writer.abort()
 
     def on_write_complete(self, write_result: Any) -> None:
         self.results = list(getattr(write_result, "write_returns", []) or [])
@@ -408,20 +312,12 @@ def _entry_dict(e: ManifestEntry) -> dict:
 
 
 def _write_dataset_json(st: Store, manifest: Manifest, cfg: IngestConfig, state: str, counts: dict) -> None:
-    meta = {
-        "format": "vidray-ingest",
-        "schema_version": SCHEMA_VERSION,
-        "vidray_version": __version__,
-        "state": state,
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "manifest": {"source": manifest.source, "sha256": manifest.sha256, "entries": len(manifest.entries),
-                     "root": manifest.root},
-        "classes": manifest.classes,
-        "data_hash": cfg.data_hash(),
-        "config": cfg.model_dump(mode="json"),
-        "counts": counts,
-    }
-    st.write_json(meta, "dataset.json")
+    fmt.write_dataset_json(
+        st, vidray_version=__version__, state=state, classes=manifest.classes, data_hash=cfg.data_hash(),
+        manifest={"source": manifest.source, "sha256": manifest.sha256, "entries": len(manifest.entries),
+                  "root": manifest.root},
+        config=cfg.model_dump(mode="json"), counts=counts,
+    )  # fmt: skip
 
 
 def run_ingest(
@@ -444,19 +340,19 @@ def run_ingest(
     if st.exists("dataset.json"):
         old = st.read_json("dataset.json")
         if overwrite:
-            for d in ("clips", "status"):
+            for d in (fmt.CLIPS_DIR, fmt.STATUS_DIR):
                 st.delete_dir(d)
         elif old.get("data_hash") != cfg.data_hash():
             raise ValueError(
                 f"{st.uri} holds an ingest made with other data settings (data_hash {old.get('data_hash')} "
                 f"!= {cfg.data_hash()}); use another --out, or --overwrite to replace it"
             )
-    for d in ("clips", "status"):
+    for d in (fmt.CLIPS_DIR, fmt.STATUS_DIR):
         st.makedirs(d)
-    _clean_orphans(st)
+    fmt.clean_orphans(st)
     if retry_failed:
-        logger.info("retry-failed: dropped %d failed status rows", _drop_failed(st))
-    done = set(read_status(st)["video_id"].to_pylist())
+        logger.info("retry-failed: dropped %d failed status rows", fmt.drop_failed(st))
+    done = set(fmt.read_status(st)["video_id"].to_pylist())
     todo = [_entry_dict(e) for e in man.entries if e.video_id not in done]
     _write_dataset_json(st, man, cfg, "running", {})
 
@@ -466,7 +362,7 @@ def run_ingest(
 
         ex = cfg.execution
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = True
+        ctx.enable_progress_bars = current().verbose  # vidray draws one bar; Ray Data's own with -v
         # A task whose worker keeps dying (a decoder crash, OOM) must not stop the run: after
         # max_retries its videos are recorded as failed below instead of failing the dataset.
         ctx.max_errored_blocks = -1
@@ -476,8 +372,9 @@ def run_ingest(
             # Ray 2.60 deprecates **ray_remote_args, but it is the only way to bound task retries
             # (Ray Data's default is to retry a dying worker forever).
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            board = make_board()
             ds = ds.map_batches(
-                process_videos, fn_kwargs={"cfg": cfg}, batch_size=per_task, batch_format="pyarrow",
+                process_videos, fn_kwargs={"cfg": cfg, "board": board}, batch_size=per_task, batch_format="pyarrow",
                 compute=ray.data.TaskPoolStrategy(size=ex.concurrency),
                 num_cpus=ex.num_cpus_per_task,
                 memory=ex.memory_per_task_mb * 1024 * 1024 if ex.memory_per_task_mb else None,
@@ -488,11 +385,14 @@ def run_ingest(
             remote_args: dict[str, Any] = {"num_cpus": ex.num_cpus_per_task, "max_retries": ex.max_retries}
             if ex.env_vars:
                 remote_args["runtime_env"] = {"env_vars": dict(ex.env_vars)}
-            ds.write_datasink(sink, ray_remote_args=remote_args, concurrency=ex.concurrency)
+            with current().follow(board, "ingest", len(todo), "videos",
+                                  render=lambda s: (s.get("done", 0) + s.get("failed", 0),
+                                                    {"failed": s.get("failed", 0)})):  # fmt: skip
+                ds.write_datasink(sink, ray_remote_args=remote_args, concurrency=ex.concurrency)
         _record_lost(st, todo, ex.max_retries)
 
-    _clean_orphans(st)
-    status = read_status(st)
+    fmt.clean_orphans(st)
+    status = fmt.read_status(st)
     summary = _summarise(st.uri, status, len(todo), time.perf_counter() - t0)
     missing = {e.video_id for e in man.entries} - set(status["video_id"].to_pylist())
     if missing:  # _record_lost covers every lost task; anything else is a bug: say so loudly
@@ -504,7 +404,7 @@ def run_ingest(
 
 def _record_lost(st: Store, todo: list[dict], max_retries: int) -> int:
     """Record entries whose task died more than ``max_retries`` times as failed (``WorkerCrashed``)."""
-    have = set(read_status(st)["video_id"].to_pylist())
+    have = set(fmt.read_status(st)["video_id"].to_pylist())
     lost = [e for e in todo if e["video_id"] not in have]
     if not lost:
         return 0
@@ -516,8 +416,7 @@ def _record_lost(st: Store, todo: list[dict], max_retries: int) -> int:
         )
         for e in lost
     ]
-    table = pa.Table.from_pylist(rows, schema=TASK_SCHEMA).select(STATUS_SCHEMA.names).cast(STATUS_SCHEMA)
-    st.write_table(table, f"status/part-{batch_key([e['video_id'] for e in lost])}.parquet")
+    fmt.write_status_part(st, pa.Table.from_pylist(rows, schema=TASK_SCHEMA))
     logger.warning("%d videos were lost with their Ray tasks and are recorded as failed", len(lost))
     return len(lost)
 

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from vidray.console import echo
+
 if TYPE_CHECKING:  # imported lazily: `vidray --help` builds this parser and must stay instant
     from vidray.config import IngestConfig
 
@@ -76,6 +78,7 @@ class CorpusStats:
     def hours(self) -> float:
         """Total video hours."""
         return self.videos * self.mean_duration_s / 3600.0
+
 
 
 _RESOLUTION_NOTE = (
@@ -188,7 +191,7 @@ def video_work(
     keyframes = np.asarray(keyframes, dtype=np.int64)
     idx = sample_frames(ts, cfg.sampling, video_id)
     unique = np.unique(idx)
-    size = output_size(width, height, cfg.resize.short_side, cfg.resize.max_long_side)
+    size = output_size(width, height, cfg.resize.short_side, cfg.resize.max_long_side, upscale=cfg.resize.upscale)
     flow_size = None
     pairs: set[tuple[int, int]] = set()
     needed = unique
@@ -198,7 +201,8 @@ def video_work(
         needed = np.unique(np.concatenate([unique, spans.ravel()]))
         for span in spans.tolist():
             pairs.update(zip(span[:-1], span[1:]))
-        flow_size = size if cfg.flow.short_side is None else output_size(size[0], size[1], cfg.flow.short_side)
+        flow_size = size if cfg.flow.short_side is None else \
+            output_size(size[0], size[1], cfg.flow.short_side, upscale=cfg.resize.upscale)
     plan = plan_decode(needed, keyframes, cfg.execution.seek)
     return VideoWork(
         src_frames=n, stored_frames=int(len(idx)), unique_frames=int(len(unique)), needed_frames=int(len(needed)),
@@ -493,6 +497,192 @@ def _cpu_timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
     return statistics.median(cpu), statistics.median(wall), out
 
 
+class _Clock:
+    """Median CPU seconds of repeated calls (:func:`_cpu_timed`), remembering wall vs CPU of each."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+        self.wall_cpu: list[tuple[float, float]] = []
+
+    def cpu(self, fn: Callable[[], Any], repeats: int | None = None) -> tuple[float, Any]:
+        cpu, wall, out = _cpu_timed(fn, self.repeats if repeats is None else repeats)
+        self.wall_cpu.append((wall, cpu))
+        return cpu, out
+
+    @property
+    def wall_over_cpu(self) -> float:
+        return sum(w for w, _ in self.wall_cpu) / max(sum(c for _, c in self.wall_cpu), 1e-9)
+
+
+def _sample_paths(corpus: CorpusStats, samples: list[str] | None, quick: bool, tmp: str, meta: dict,
+                  say: Callable[[str], None]) -> list[str]:  # fmt: skip
+    """The given sample files, or one generated H.264 clip like the corpus's videos."""
+    if samples:
+        paths = [str(Path(s)) for s in samples]
+        meta["sample"] = f"{len(paths)} file(s): {', '.join(Path(p).name for p in paths)}"
+        return paths
+    seconds = 2.0 if quick else 10.0
+    t0 = time.perf_counter()
+    p = make_sample_video(Path(tmp) / "sample.mp4", (corpus.width, corpus.height), seconds, corpus.fps, corpus.gop)
+    kbps = p.stat().st_size * 8 / seconds / 1e3
+    meta["sample"] = (f"generated {seconds:g} s H.264 {corpus.width}x{corpus.height} @ {corpus.fps:g} fps, "
+                      f"keyint {corpus.gop}, crf 23, {kbps:,.0f} kbit/s (panning texture + shape)")
+    say(f"sample video written in {time.perf_counter() - t0:.1f} s: {meta['sample']}")
+    return [str(p)]
+
+
+def _measure_decode(paths: list[str], clock: _Clock) -> dict[str, float]:
+    """Decode rate (every frame, no conversion), demux rate and the per-video fixed cost (open + probe)."""
+    from vidray.io.video import _open_container, _video_stream, probe
+
+    def count(path: str, demux: bool) -> int:
+        c = _open_container(path)
+        try:
+            s = _video_stream(c, path)
+            return sum(1 for _ in (c.demux(s) if demux else c.decode(s)))
+        finally:
+            c.close()
+
+    n_dec, cpu_dec = 0, 0.0
+    for p in paths:
+        cpu, n = clock.cpu(lambda p=p: count(p, demux=False))
+        n_dec, cpu_dec = n_dec + n, cpu_dec + cpu
+    reps = max(3, clock.repeats)
+    t_open, _, _ = _cpu_timed(lambda: _open_container(paths[0]).close(), reps)
+    t_dem, _, n_pk = _cpu_timed(lambda: count(paths[0], demux=True), reps)
+    t_probe, _, _ = _cpu_timed(lambda: probe(paths[0]), reps)
+    demux_fps = n_pk / max(t_dem - t_open, 1e-4)
+    return {"decode_fps": n_dec / cpu_dec, "demux_fps": demux_fps, "t_open": t_open,
+            "video_open_s": max(t_probe - n_pk / demux_fps, 0.0) + t_open}  # fmt: skip
+
+
+def _measure_convert_encode(paths: list[str], out_sizes: list[tuple[int, int]], cfg: IngestConfig, quick: bool,
+                            clock: _Clock) -> tuple[dict[str, float], list, list[bytes]]:  # fmt: skip
+    """RGB conversion at the output size and frame encoding, on decoded frames held in memory.
+    Returns the rates, the RGB frames and their encoded bytes."""
+    import numpy as np
+
+    from vidray.io.imcodec import encode_image
+    from vidray.io.video import _open_container, _to_rgb, _video_stream
+
+    keep = 12 if quick else 40
+    frames_yuv, sizes = [], []
+    for p, size in zip(paths, out_sizes):
+        c = _open_container(p)
+        try:
+            for k, fr in enumerate(c.decode(_video_stream(c, p))):
+                if k >= keep // len(paths):
+                    break
+                frames_yuv.append(fr)
+                sizes.append(size)
+        finally:
+            c.close()
+    cpu, rgbs = clock.cpu(lambda: [_to_rgb(f, s) for f, s in zip(frames_yuv, sizes)])
+    convert_fps = len(frames_yuv) / cpu
+    cpu, encoded = clock.cpu(lambda: [encode_image(im, cfg.output.encoding, cfg.output.jpeg_quality) for im in rgbs])
+    rates = {"convert_fps": convert_fps, "jpeg_fps": len(rgbs) / cpu, "frame_bytes": float(np.mean([len(b) for b in encoded]))}
+    return rates, rgbs, encoded
+
+
+def _measure_flow(rgbs: list, n_paths: int, out_size: tuple[int, int], cfg: IngestConfig, quick: bool, clock: _Clock,
+                  say: Callable[[str], None]) -> tuple[dict[str, float], list[bytes]]:  # fmt: skip
+    """Flow pairs and stack encoding per CPU-second (zeros when flow is off); also the encoded stacks."""
+    import cv2
+    import numpy as np
+
+    from vidray.flow import make_flow_fn
+    from vidray.io.flowcodec import encode_flow_stack, quantize_flow
+    from vidray.io.video import output_size
+
+    zero = {"flow_pairs_per_s": 0.0, "flow_stacks_per_s": 0.0, "flow_stack_bytes": 0.0}
+    if not cfg.flow.enabled:
+        return zero, []
+    fw_fh = out_size if cfg.flow.short_side is None else \
+        output_size(*out_size, cfg.flow.short_side, upscale=cfg.resize.upscale)
+
+    def gray(im):  # the per-frame gray conversion (and flow-size resize) ingest does
+        g = cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)
+        return g if fw_fh == out_size else cv2.resize(g, fw_fh, interpolation=cv2.INTER_AREA)
+
+    grays = [gray(im) for im in rgbs[: len(rgbs) // n_paths]]
+    fn = make_flow_fn(cfg.flow.algorithm)
+    budget_s = 1.0 if quick else 4.0
+    fields, n_pairs = [], 0
+    c0, w0 = time.process_time(), time.perf_counter()
+    while n_pairs < len(grays) - 1 and (n_pairs < 2 or time.process_time() - c0 < budget_s):
+        fields.append(quantize_flow(fn(gray(rgbs[n_pairs]), grays[n_pairs + 1]), cfg.flow.bound))
+        n_pairs += 1
+    cpu = time.process_time() - c0
+    clock.wall_cpu.append((time.perf_counter() - w0, cpu))
+    L = cfg.flow.stack_length
+    stacks = [np.stack([fields[(i + j) % len(fields)] for j in range(L)]) for i in range(len(fields))]
+    cpu_s, enc = clock.cpu(lambda: [encode_flow_stack(s, cfg.output.flow_encoding, cfg.output.jpeg_quality)
+                                    for s in stacks])  # fmt: skip
+    say(f"flow: {n_pairs} {cfg.flow.algorithm} pairs at {fw_fh[0]}x{fw_fh[1]} in {cpu:.2f} CPU-s")
+    return {"flow_pairs_per_s": n_pairs / cpu, "flow_stacks_per_s": len(stacks) / cpu_s,
+            "flow_stack_bytes": float(np.mean([len(b) for b in enc]))}, enc  # fmt: skip
+
+
+def _measure_write(frame_sizes: list[int], stack_sizes: list[int], cfg: IngestConfig, quick: bool, tmp: str,
+                   clock: _Clock) -> dict[str, float]:  # fmt: skip
+    """Parquet write of rows like the clips table's (frames + flow as list<binary>). The cells are
+    random bytes of the measured encoded sizes: as incompressible as JPEG, and distinct (repeating the
+    few sample frames would let Parquet's dictionary and snappy shrink them away)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    per_row = max(1, cfg.output.max_frames_per_row)
+    row_bytes = per_row * (float(np.mean(frame_sizes)) + (float(np.mean(stack_sizes)) if stack_sizes else 0.0))
+    n_rows = max(2, int((4 if quick else 16) * 1_000_000 // max(row_bytes, 1)))
+    cols: dict[str, Any] = {"video_id": [f"v{r}" for r in range(n_rows)]}
+    payload = 0
+    for name, sizes in (("frames", frame_sizes), ("flow", stack_sizes)):
+        if not sizes:
+            continue
+        cells = [[rng.bytes(sizes[(r * per_row + k) % len(sizes)]) for k in range(per_row)] for r in range(n_rows)]
+        payload += sum(len(b) for row in cells for b in row)
+        cols[name] = pa.array(cells, pa.list_(pa.binary()))
+    table = pa.table(cols)
+    out_file = Path(tmp) / "write.parquet"
+    cpu, _ = clock.cpu(lambda: pq.write_table(table, out_file))
+    return {"write_mb_per_s": payload / 1e6 / cpu, "parquet_overhead": out_file.stat().st_size / payload}
+
+
+def _check_model(info: Any, path: str, out_size: tuple[int, int], cfg: IngestConfig, rates: Rates, t_open: float,
+                 check_pipeline: bool, clock: _Clock) -> dict[str, dict[str, float]]:  # fmt: skip
+    """The cost model against vidray's reader, and against the whole per-video pipeline."""
+    import numpy as np
+
+    from vidray.io.video import iter_frames
+    from vidray.sampling import flow_indices, flow_step, sample_frames
+
+    checks: dict[str, dict[str, float]] = {}
+    w = video_work(info.duration_s, info.fps, info.width, info.height, 1, cfg, keyframes=info.keyframes)
+    needed = idx = np.unique(sample_frames(info.timestamps, cfg.sampling, "plan"))
+    if cfg.flow.enabled:
+        spans = flow_indices(idx, info.num_frames, cfg.flow.stack_length, flow_step(info.fps, cfg.flow.flow_fps))
+        needed = np.unique(np.concatenate([idx, spans.ravel()]))
+    cpu, _ = clock.cpu(lambda: sum(1 for _ in iter_frames(path, needed, size=out_size, info=info,
+                                                          strategy=cfg.execution.seek,
+                                                          backend=cfg.execution.decoder)), 1)  # fmt: skip
+    model = t_open + w.decode_cost_frames / rates.decode_fps + w.needed_frames / rates.convert_fps
+    checks["reader (decode+sample)"] = {"measured_s": cpu, "model_s": model, "ratio": cpu / model}
+    if check_pipeline:
+        from vidray.ingest import process_video
+
+        entry = {"video_id": "plan", "path": path, "open_path": path, "labels": [0], "split": "train", "row": 0}
+        process_video(dict(entry), cfg)  # warm-up: the flow object and OpenCV's lazy set-up
+        cpu, rows = clock.cpu(lambda: process_video(dict(entry), cfg), 1)
+        if rows[0]["status"] != "ok":
+            raise RuntimeError(f"process_video failed on the sample: {rows[0]['error']}")
+        specs, payload_b = stage_seconds(w, cfg, rates)
+        model = sum(sec for _, sec, _ in specs) - payload_b / 1e6 / rates.write_mb_per_s
+        checks["process_video (all but write)"] = {"measured_s": cpu, "model_s": model, "ratio": cpu / model}
+    return checks
+
+
 def measure_rates(
     corpus: CorpusStats, cfg: IngestConfig, *, quick: bool = False, samples: list[str] | None = None,
     check_pipeline: bool = True, log: Callable[[str], None] | None = None,
@@ -505,185 +695,33 @@ def measure_rates(
     sample and records measured vs modelled CPU seconds (``meta["checks"]``).
     """
     import cv2
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from vidray.flow import encode_flow_stack, make_flow_fn, quantize_flow
-    from vidray.io.imcodec import encode_image
-    from vidray.io.video import _open_container, _to_rgb, _video_stream, iter_frames, output_size, probe
+    from vidray.io.video import output_size, probe
 
     say = log or (lambda s: None)
     cv2.setNumThreads(1)
-    repeats = 1 if quick else 3
+    clock = _Clock(1 if quick else 3)
     meta: dict[str, Any] = {"checks": {}}
-    wall_cpu: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="vidray-plan-") as tmp:
-        if samples:
-            paths = [str(Path(s)) for s in samples]
-            meta["sample"] = f"{len(paths)} file(s): {', '.join(Path(p).name for p in paths)}"
-        else:
-            seconds = 2.0 if quick else 10.0
-            t0 = time.perf_counter()
-            p = make_sample_video(Path(tmp) / "sample.mp4", (corpus.width, corpus.height), seconds, corpus.fps,
-                                  corpus.gop)
-            paths = [str(p)]
-            kbps = p.stat().st_size * 8 / seconds / 1e3
-            meta["sample"] = (f"generated {seconds:g} s H.264 {corpus.width}x{corpus.height} @ {corpus.fps:g} fps, "
-                              f"keyint {corpus.gop}, crf 23, {kbps:,.0f} kbit/s (panning texture + shape)")
-            say(f"sample video written in {time.perf_counter() - t0:.1f} s: {meta['sample']}")
+        paths = _sample_paths(corpus, samples, quick, tmp, meta, say)
         infos = [probe(p) for p in paths]
-        out_sizes = [output_size(i.width, i.height, cfg.resize.short_side, cfg.resize.max_long_side) for i in infos]
+        out_sizes = [output_size(i.width, i.height, cfg.resize.short_side, cfg.resize.max_long_side,
+                                 upscale=cfg.resize.upscale) for i in infos]
         if any((i.width, i.height) != (corpus.width, corpus.height) for i in infos):
             meta["warning"] = (f"sample resolution {[(i.width, i.height) for i in infos]} differs from the corpus's "
                                f"{corpus.width}x{corpus.height}: rates are the samples'")
-
-        # decode: every frame, no conversion
-        def decode_all(path: str) -> int:
-            c = _open_container(path)
-            try:
-                return sum(1 for _ in c.decode(_video_stream(c, path)))
-            finally:
-                c.close()
-
-        n_dec, cpu_dec = 0, 0.0
-        for p in paths:
-            cpu, wall, n = _cpu_timed(lambda p=p: decode_all(p), repeats)
-            n_dec += n
-            cpu_dec += cpu
-            wall_cpu.append((wall, cpu))
-        decode_fps = n_dec / cpu_dec
-
-        # per-video fixed cost: open, probe (demuxes the whole index, decodes one frame)
-        def open_close(path: str) -> None:
-            _open_container(path).close()
-
-        def demux_all(path: str) -> int:
-            c = _open_container(path)
-            try:
-                return sum(1 for _ in c.demux(_video_stream(c, path)))
-            finally:
-                c.close()
-
-        t_open, _, _ = _cpu_timed(lambda: open_close(paths[0]), max(3, repeats))
-        t_dem, _, n_pk = _cpu_timed(lambda: demux_all(paths[0]), max(3, repeats))
-        t_probe, _, _ = _cpu_timed(lambda: probe(paths[0]), max(3, repeats))
-        demux_fps = n_pk / max(t_dem - t_open, 1e-4)
-        video_open_s = max(t_probe - n_pk / demux_fps, 0.0) + t_open
-
-        # RGB conversion at the output size, on decoded frames held in memory
-        keep = 12 if quick else 40
-        frames_yuv, sizes = [], []
-        for p, size in zip(paths, out_sizes):
-            c = _open_container(p)
-            try:
-                for k, fr in enumerate(c.decode(_video_stream(c, p))):
-                    if k >= keep // len(paths):
-                        break
-                    frames_yuv.append(fr)
-                    sizes.append(size)
-            finally:
-                c.close()
-        cpu, wall, rgbs = _cpu_timed(lambda: [_to_rgb(f, s) for f, s in zip(frames_yuv, sizes)], repeats)
-        wall_cpu.append((wall, cpu))
-        convert_fps = len(frames_yuv) / cpu
-
-        # encoding of stored frames
-        enc_fn = lambda: [encode_image(im, cfg.output.encoding, cfg.output.jpeg_quality) for im in rgbs]  # noqa: E731
-        cpu, wall, encoded = _cpu_timed(enc_fn, repeats)
-        wall_cpu.append((wall, cpu))
-        jpeg_fps = len(rgbs) / cpu
-        frame_bytes = float(np.mean([len(b) for b in encoded]))
-
-        # flow
-        flow_pairs_per_s = flow_stacks_per_s = flow_stack_bytes = 0.0
-        enc_stacks: list[bytes] = []
-        if cfg.flow.enabled:
-            fw_fh = out_sizes[0] if cfg.flow.short_side is None else output_size(*out_sizes[0], cfg.flow.short_side)
-            grays = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in rgbs[: len(rgbs) // len(paths)]]
-            if fw_fh != out_sizes[0]:
-                grays = [cv2.resize(g, fw_fh, interpolation=cv2.INTER_AREA) for g in grays]
-            fn = make_flow_fn(cfg.flow.algorithm)
-            budget_s = 1.0 if quick else 4.0
-            fields, n_pairs = [], 0
-            c0, w0 = time.process_time(), time.perf_counter()
-            while n_pairs < len(grays) - 1 and (n_pairs < 2 or time.process_time() - c0 < budget_s):
-                g0 = cv2.cvtColor(rgbs[n_pairs], cv2.COLOR_RGB2GRAY)  # the per-frame gray conversion ingest does
-                if fw_fh != out_sizes[0]:
-                    g0 = cv2.resize(g0, fw_fh, interpolation=cv2.INTER_AREA)
-                fields.append(quantize_flow(fn(g0, grays[n_pairs + 1]), cfg.flow.bound))
-                n_pairs += 1
-            cpu = time.process_time() - c0
-            wall_cpu.append((time.perf_counter() - w0, cpu))
-            flow_pairs_per_s = n_pairs / cpu
-            L = cfg.flow.stack_length
-            stacks = [np.stack([fields[(i + j) % len(fields)] for j in range(L)]) for i in range(len(fields))]
-            cpu, wall, enc_stacks = _cpu_timed(
-                lambda: [encode_flow_stack(s, cfg.output.flow_encoding, cfg.output.jpeg_quality) for s in stacks], repeats)
-            wall_cpu.append((wall, cpu))
-            flow_stacks_per_s = len(stacks) / cpu
-            flow_stack_bytes = float(np.mean([len(b) for b in enc_stacks]))
-            say(f"flow: {n_pairs} {cfg.flow.algorithm} pairs at {fw_fh[0]}x{fw_fh[1]} in {n_pairs / flow_pairs_per_s:.2f} CPU-s")
-
-        # Parquet write of rows like the clips table's (frames + flow as list<binary>). The cells are
-        # random bytes of the measured encoded sizes: as incompressible as JPEG, and distinct (repeating
-        # the few sample frames would let Parquet's dictionary and snappy shrink them away).
-        rng = np.random.default_rng(0)
-        per_row = max(1, cfg.output.max_frames_per_row)
-        target = (4 if quick else 16) * 1_000_000
-        n_rows = max(2, int(target // max(per_row * (frame_bytes + flow_stack_bytes), 1)))
-        frame_sizes = [len(b) for b in encoded]
-        cols: dict[str, Any] = {"video_id": [f"v{r}" for r in range(n_rows)]}
-        payload = 0
-        for name, sizes_ in (("frames", frame_sizes), ("flow", [len(b) for b in enc_stacks])):
-            if not sizes_:
-                continue
-            cells = [[rng.bytes(sizes_[(r * per_row + k) % len(sizes_)]) for k in range(per_row)] for r in range(n_rows)]
-            payload += sum(len(b) for row in cells for b in row)
-            cols[name] = pa.array(cells, pa.list_(pa.binary()))
-        table = pa.table(cols)
-        out_file = Path(tmp) / "write.parquet"
-        cpu, wall, _ = _cpu_timed(lambda: pq.write_table(table, out_file), repeats)
-        wall_cpu.append((wall, cpu))
-        write_mb_per_s = payload / 1e6 / cpu
-        overhead = out_file.stat().st_size / payload
-
+        dec = _measure_decode(paths, clock)
+        conv, rgbs, encoded = _measure_convert_encode(paths, out_sizes, cfg, quick, clock)
+        flow, enc_stacks = _measure_flow(rgbs, len(paths), out_sizes[0], cfg, quick, clock, say)
+        write = _measure_write([len(b) for b in encoded], [len(b) for b in enc_stacks], cfg, quick, tmp, clock)
         rates = Rates(
-            decode_fps=decode_fps, convert_fps=convert_fps, flow_pairs_per_s=flow_pairs_per_s, jpeg_fps=jpeg_fps,
-            flow_stacks_per_s=flow_stacks_per_s, write_mb_per_s=write_mb_per_s, frame_bytes=frame_bytes,
-            flow_stack_bytes=flow_stack_bytes, parquet_overhead=overhead, video_open_s=video_open_s,
-            demux_fps=demux_fps, source=f"measured here on {meta['sample']}", meta=meta,
-        )
-
-        # checks: the model against vidray's reader, and against the whole per-video pipeline
-        info, path = infos[0], paths[0]
-        w = video_work(info.duration_s, info.fps, info.width, info.height, 1, cfg, keyframes=info.keyframes)
-        from vidray.sampling import flow_indices, flow_step, sample_frames
-
-        idx = np.unique(sample_frames(info.timestamps, cfg.sampling, "plan"))
-        needed = idx
-        if cfg.flow.enabled:
-            spans = flow_indices(idx, info.num_frames, cfg.flow.stack_length, flow_step(info.fps, cfg.flow.flow_fps))
-            needed = np.unique(np.concatenate([idx, spans.ravel()]))
-        cpu, wall, _ = _cpu_timed(lambda: sum(1 for _ in iter_frames(
-            path, needed, size=out_sizes[0], info=info, strategy=cfg.execution.seek, backend=cfg.execution.decoder)),
-            1)
-        wall_cpu.append((wall, cpu))
-        model = t_open + w.decode_cost_frames / decode_fps + w.needed_frames / convert_fps
-        meta["checks"]["reader (decode+sample)"] = {"measured_s": cpu, "model_s": model, "ratio": cpu / model}
-        if check_pipeline:
-            from vidray.ingest import process_video
-
-            entry = {"video_id": "plan", "path": path, "open_path": path, "labels": [0], "split": "train", "row": 0}
-            process_video(dict(entry), cfg)  # warm-up: the flow object and OpenCV's lazy set-up
-            cpu, wall, rows = _cpu_timed(lambda: process_video(dict(entry), cfg), 1)
-            wall_cpu.append((wall, cpu))
-            if rows[0]["status"] != "ok":
-                raise RuntimeError(f"process_video failed on the sample: {rows[0]['error']}")
-            specs, payload_b = stage_seconds(w, cfg, rates)
-            model = sum(sec for _, sec, _ in specs) - payload_b / 1e6 / write_mb_per_s
-            meta["checks"]["process_video (all but write)"] = {"measured_s": cpu, "model_s": model, "ratio": cpu / model}
-    meta["wall_over_cpu"] = sum(wl for wl, _ in wall_cpu) / max(sum(c for _, c in wall_cpu), 1e-9)
+            decode_fps=dec["decode_fps"], convert_fps=conv["convert_fps"], jpeg_fps=conv["jpeg_fps"],
+            frame_bytes=conv["frame_bytes"], video_open_s=dec["video_open_s"], demux_fps=dec["demux_fps"],
+            source=f"measured here on {meta['sample']}", meta=meta, **flow, **write,
+        )  # fmt: skip
+        meta["checks"] = _check_model(infos[0], paths[0], out_sizes[0], cfg, rates, dec["t_open"], check_pipeline,
+                                      clock)  # fmt: skip
+    meta["wall_over_cpu"] = clock.wall_over_cpu
     return rates
 
 
@@ -734,17 +772,17 @@ def run_plan(a: Any) -> int:
                          "(without --rates-from) if the encoding, resize or flow settings changed")
     else:
         rates = measure_rates(corpus, cfg, quick=a.quick, samples=a.sample, check_pipeline=not a.quick,
-                              log=lambda s: print(f"  [measure] {s}", file=sys.stderr, flush=True))
+                              log=lambda s: echo(f"  [measure] {s}", file=sys.stderr, flush=True))
         rates.meta["measure_wall_s"] = time.perf_counter() - t0
     plan = plan_corpus(corpus, cfg, rates, a.nodes, a.cores, config_source=src)
     plan.notes.extend(notes)
     plan.notes.append("training: not estimated here: it needs a train-step rate measured on the GPU node type "
                       "(this machine has no GPU); see docs/cluster.md")
-    print(format_plan(plan))
+    echo(format_plan(plan))
     if a.json:
         d = plan.to_dict()
         d["config"] = cfg.model_dump(mode="json")
-        print(json.dumps(d, default=str))
+        echo(json.dumps(d, default=str))
     return 0
 
 

@@ -4,7 +4,8 @@ Every policy is a pure function of the video's frame timestamps (seconds, presen
 seed, so it is tested without decoding anything and behaves the same on every worker. Working from
 timestamps rather than frame counts keeps fps-based sampling right on variable-frame-rate files.
 
-Policies (names as users know them):
+Policies (names as users know them; the table :data:`vidray.registry.SAMPLING_MODES`, chosen by
+``sampling.mode``):
 
 * ``fps``       N frames per second of the first ``max_seconds`` (Sports-1M: 1 fps of the first 300 s;
                 with ``loop`` a shorter video repeats from its start until ``fps * max_seconds`` frames).
@@ -24,6 +25,7 @@ import hashlib
 import numpy as np
 
 from vidray.config import SamplingConfig
+from vidray.registry import SAMPLING_MODES
 
 
 def _nearest_at_or_before(timestamps: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -112,25 +114,48 @@ def sample_clips(num_frames: int, clip_len: int, frame_interval: int = 1, num_cl
     return np.clip(idx, 0, num_frames - 1).reshape(-1).astype(np.int64)
 
 
+@SAMPLING_MODES.register("fps")
+def _mode_fps(ts: np.ndarray, n: int, cfg: SamplingConfig, video_id: str) -> np.ndarray:
+    """sampling.fps frames per second of the first max_seconds (loop: repeat short videos)."""
+    return sample_fps(ts, cfg.fps, cfg.max_seconds, cfg.loop)
+
+
+@SAMPLING_MODES.register("every_s")
+def _mode_every_s(ts: np.ndarray, n: int, cfg: SamplingConfig, video_id: str) -> np.ndarray:
+    """one frame every sampling.interval_s seconds (FCVID: 3 s)."""
+    return sample_every_s(ts, cfg.interval_s, cfg.max_seconds)
+
+
+@SAMPLING_MODES.register("segments")
+def _mode_segments(ts: np.ndarray, n: int, cfg: SamplingConfig, video_id: str) -> np.ndarray:
+    """TSN: sampling.num_segments equal segments, one frame each (centre or seeded random offset)."""
+    rng = np.random.default_rng(video_seed(video_id, cfg.seed)) if cfg.random_offset else None
+    return sample_segments(n, cfg.num_segments, cfg.random_offset, rng)
+
+
+@SAMPLING_MODES.register("clip")
+def _mode_clip(ts: np.ndarray, n: int, cfg: SamplingConfig, video_id: str) -> np.ndarray:
+    """num_clips clips of clip_len frames frame_interval apart (MMAction2's clip_len x frame_interval x num_clips)."""
+    return sample_clips(n, cfg.clip_len, cfg.frame_interval, cfg.num_clips)
+
+
+@SAMPLING_MODES.register("all")
+def _mode_all(ts: np.ndarray, n: int, cfg: SamplingConfig, video_id: str) -> np.ndarray:
+    """every frame (at most sampling.max_frames)."""
+    return np.arange(n, dtype=np.int64)
+
+
 def sample_frames(timestamps: np.ndarray, cfg: SamplingConfig, video_id: str = "") -> np.ndarray:
-    """Apply the policy of ``cfg`` to one video. Returns source frame indices (see module doc)."""
+    """Apply the policy of ``cfg`` to one video. Returns source frame indices (see module doc).
+
+    ``max_seconds`` cuts the frames the count-based modes (``segments``, ``clip``, ``all``) see; the
+    time-based modes apply it themselves. ``max_frames`` caps the result.
+    """
     ts = np.asarray(timestamps, dtype=np.float64)
     n = len(ts)
     if cfg.max_seconds is not None and cfg.mode in ("segments", "clip", "all") and n:
         n = int(np.searchsorted(ts, ts[0] + cfg.max_seconds, side="left")) or 1
-    if cfg.mode == "fps":
-        idx = sample_fps(ts, cfg.fps, cfg.max_seconds, cfg.loop)
-    elif cfg.mode == "every_s":
-        idx = sample_every_s(ts, cfg.interval_s, cfg.max_seconds)
-    elif cfg.mode == "segments":
-        rng = np.random.default_rng(video_seed(video_id, cfg.seed)) if cfg.random_offset else None
-        idx = sample_segments(n, cfg.num_segments, cfg.random_offset, rng)
-    elif cfg.mode == "clip":
-        idx = sample_clips(n, cfg.clip_len, cfg.frame_interval, cfg.num_clips)
-    elif cfg.mode == "all":
-        idx = np.arange(n, dtype=np.int64)
-    else:  # pragma: no cover - pydantic restricts the values
-        raise ValueError(f"unknown sampling mode {cfg.mode!r}")
+    idx = SAMPLING_MODES.get(cfg.mode)(ts, n, cfg, video_id)
     if cfg.max_frames is not None:
         idx = idx[: cfg.max_frames]
     return idx

@@ -232,25 +232,40 @@ def plot_training_curves(
     Args:
         history: ``{"train_loss": [...], "val_top1": [...]}`` (one value per epoch; an optional
             ``"epoch"`` list gives the x axis) or a list of per-epoch dicts as reported by Ray Train.
-            Keys containing ``loss`` go to the left panel, all other numeric keys to the right.
+            Keys containing ``loss`` go to the left panel; the learning rate (``lr``) to its own axis
+            on the right of that panel (log scale); all other numeric keys (accuracies, mAP) to the
+            right panel. Epochs are integer ticks.
         path: PNG to write.
         artifact_path: artifact folder in the active run, or ``None`` to only write the file.
     """
+    from matplotlib.ticker import MaxNLocator
+
     epochs, cols = _history_columns(history)
     if not cols:
         raise ValueError("history has no numeric metrics to plot")
     fig = Figure(figsize=(10, 4))
     ax_l, ax_r = fig.subplots(1, 2)
-    for ax, want_loss, ylabel in ((ax_l, True, "loss"), (ax_r, False, "metric")):
-        names = [k for k in cols if ("loss" in k.lower()) == want_loss]
+    panels = ((ax_l, lambda k: "loss" in k.lower(), "loss"),
+              (ax_r, lambda k: "loss" not in k.lower() and k != "lr", "accuracy / metric"))  # fmt: skip
+    for ax, pick, ylabel in panels:
+        names = [k for k in cols if pick(k)]
         for k in names:
             y = cols[k]
             ax.plot(epochs[: y.size], y, marker="o", markersize=3, label=k)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         if names:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper left")
+    if "lr" in cols and np.isfinite(cols["lr"]).any():
+        ax_lr = ax_l.twinx()  # the learning rate on its own (log) axis, not on the accuracy scale
+        lr = cols["lr"]
+        ax_lr.plot(epochs[: lr.size], lr, color="gray", linestyle="--", label="lr")
+        if (lr[np.isfinite(lr)] > 0).all():
+            ax_lr.set_yscale("log")
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.legend(fontsize=8, loc="upper right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -314,7 +329,8 @@ def plot_flow_grid(
     artifact_path: str | None = "plots",
     titles: Sequence[str] | None = None,
 ) -> Path:
-    """A grid of flow fields coloured with ``torchvision.utils.flow_to_image`` (+ the frames).
+    """A grid of flow fields coloured by :func:`vidray.flow.flow_to_rgb` (+ the frames), with the colour
+    key (:func:`vidray.flow.flow_color_key`) in the last column.
 
     Each sample is coloured on its own (hue = direction, saturation = magnitude relative to that
     sample's largest displacement), so weak and strong motions are both visible.
@@ -327,8 +343,7 @@ def plot_flow_grid(
         max_samples: at most this many samples (columns).
         artifact_path: artifact folder in the active run, or ``None``.
     """
-    import torch
-    from torchvision.utils import flow_to_image
+    from vidray.flow import flow_color_key, flow_to_rgb
 
     f = np.asarray(flow, dtype=np.float32)
     if f.ndim == 3:
@@ -338,11 +353,16 @@ def plot_flow_grid(
     n = min(f.shape[0], max_samples)
     if n == 0:
         raise ValueError("no flow samples to plot")
-    colored = [flow_to_image(torch.from_numpy(np.ascontiguousarray(f[i, :2]))).permute(1, 2, 0).numpy()
-               for i in range(n)]  # fmt: skip
+    colored = [flow_to_rgb(f[i, :2].transpose(1, 2, 0)) for i in range(n)]
     rows = 2 if images is not None else 1
-    fig = Figure(figsize=(2.2 * n, 2.2 * rows + 0.3))
-    axes = np.asarray(fig.subplots(rows, n, squeeze=False))
+    fig = Figure(figsize=(2.2 * (n + 1), 2.2 * rows + 0.3))
+    axes = np.asarray(fig.subplots(rows, n + 1, squeeze=False))
+    key = axes[rows - 1, n]  # the colour key, in the last column of the flow row
+    key.imshow(flow_color_key(96))
+    key.set_title("key: hue = direction,\nsaturation = speed", fontsize=7)
+    key.axis("off")
+    if rows == 2:
+        axes[0, n].axis("off")
     for i in range(n):
         if images is not None:
             axes[0, i].imshow(np.asarray(images[i]))

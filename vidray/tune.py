@@ -46,9 +46,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from vidray.config import TrainConfig, _Strict, apply_overrides, flatten, load_config
+from vidray.config import TrainConfig, _Strict, apply_overrides, load_config
+from vidray.console import current, echo, set_log_dir
 
 log = logging.getLogger(__name__)
+
 
 
 class SchedulerConfig(_Strict):
@@ -109,6 +111,48 @@ def build_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def total_trials(sweep: SweepConfig) -> int:
+    """Trials of a sweep: ``num_samples`` x the product of the ``grid`` sizes."""
+    n = sweep.num_samples
+    for spec in sweep.space.values():
+        if isinstance(spec, dict) and "grid" in spec and isinstance(spec["grid"], list):
+            n *= len(spec["grid"])
+    return n
+
+
+def _trial_progress(metric: str, mode: str) -> Any:
+    """A Tune callback (it runs in the driver) that draws the sweep's progress bar: trials finished,
+    running, best metric so far. ``.update`` is set to the bar's update function."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def __init__(self) -> None:
+            self.update: Any = None
+            self.done: set[str] = set()
+            self.best: float | None = None
+
+        def _draw(self, trials: list) -> None:
+            if self.update is not None:
+                fields: dict[str, Any] = {"running": sum(1 for t in trials if t.status == "RUNNING")}
+                if self.best is not None:
+                    fields[f"best {metric}"] = round(self.best, 4)
+                self.update(len(self.done), **fields)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            v = result.get(metric)
+            if isinstance(v, (int, float)) and (self.best is None or (v > self.best if mode == "max" else v < self.best)):
+                self.best = float(v)
+            self._draw(trials)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done.add(trial.trial_id)
+            self._draw(trials)
+
+        on_trial_error = on_trial_complete
+
+    return TrialProgress()
+
+
 def max_concurrent(cluster_cpus: float, sweep: SweepConfig) -> int:
     """How many trials fit at once: ``(cpus - data_cpus) // (trial_cpus + workers * cpus_per_worker)``,
     at least 1 (the deadlock rule, see the module doc)."""
@@ -147,7 +191,7 @@ def _trial(params: dict[str, Any], sweep_json: str, base_dir: str, sweep_dir: st
     cfg, data = trial_config(sweep, Path(base_dir), params)
     trial_dir = Path(sweep_dir) / "trials" / tune.get_context().get_trial_id()
     run_training(data, cfg, workers=sweep.workers, out=trial_dir / "train", track=False,
-                 callbacks=[TuneReportCallback()])
+                 callbacks=[TuneReportCallback()], fit_to_cluster=False)
 
 
 def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overrides: list[str] | None = None,
@@ -161,7 +205,7 @@ def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overri
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from vidray.runtime import init_ray
-    from vidray.tracking import default_tracking_uri, setup_mlflow
+    from vidray.tracking import default_tracking_uri, log_params_flat, setup_mlflow
 
     sweep_path = Path(sweep_path).resolve()
     sweep = load_config(SweepConfig, sweep_path, overrides)
@@ -179,9 +223,9 @@ def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overri
         parent = client.create_run(exp_id, run_name=sweep.name, tags={"vidray.kind": "sweep"})
         parent_id = parent.info.run_id
         parent_file.write_text(json.dumps({"run_id": parent_id, "tracking_uri": uri}))
-        for k, v in flatten(sweep.model_dump(mode="json")).items():
-            client.log_param(parent_id, k[:250], str(v)[:6000])
+        log_params_flat(sweep, run_id=parent_id)
 
+    set_log_dir(sweep_dir)
     init_ray(None)
     _warn_without_state_api()
     first_cfg, _ = trial_config(sweep, sweep_path.parent, {})
@@ -197,6 +241,7 @@ def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overri
                              sweep_dir=str(sweep_dir)),
         {"CPU": sweep.trial_cpus},
     )
+    progress_cb = _trial_progress(sweep.metric, sweep.mode)
     mlflow_cb = MLflowLoggerCallback(tracking_uri=uri, experiment_name=sweep.experiment, save_artifact=False,
                                      tags={"mlflow.parentRunId": parent_id, "vidray.kind": "trial"})
     t0 = time.perf_counter()
@@ -208,12 +253,14 @@ def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overri
             param_space=build_space(sweep.space),
             tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
                                         scheduler=scheduler, max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), callbacks=[mlflow_cb],
+            run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), callbacks=[mlflow_cb, progress_cb],
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
         )
     status = "FAILED"
     try:
-        results = tuner.fit()
+        with current().progress(f"tune {sweep.name}", total_trials(sweep), "trials") as update:
+            progress_cb.update = update
+            results = tuner.fit()
         status = "FINISHED"
     finally:
         closed = _close_running_trial_runs(client, exp_id, parent_id)
@@ -330,25 +377,25 @@ def tune_fusion(score_files: list[str], *, num_samples: int = 40, max_weight: fl
 # ------------------------------------------------------------------------------------------------
 def _cmd_tune(a) -> int:
     summary = run_sweep(a.sweep, out=a.out, overrides=a.overrides, resume=a.resume, tracking_uri=a.tracking_uri)
-    print(f"vidray tune -> {Path(a.out) / summary.get('name', '')}".rstrip("/"))
-    print(f"  trials {summary['trials']} (errored {summary['errored']}, stopped early {summary['stopped_early']}), "
+    echo(f"vidray tune -> {Path(a.out) / summary.get('name', '')}".rstrip("/"))
+    echo(f"  trials {summary['trials']} (errored {summary['errored']}, stopped early {summary['stopped_early']}), "
           f"wall {summary['wall_s']} s")
     if "best_metric" in summary:
-        print(f"  best {summary['metric']} = {summary['best_metric']}: {json.dumps(summary['best_params'])}")
-        print(f"  best checkpoint: {summary.get('best_checkpoint')}")
-    print(f"  results: {summary['results_csv']}; MLflow parent run {summary['mlflow']['parent_run_id']} at "
+        echo(f"  best {summary['metric']} = {summary['best_metric']}: {json.dumps(summary['best_params'])}")
+        echo(f"  best checkpoint: {summary.get('best_checkpoint')}")
+    echo(f"  results: {summary['results_csv']}; MLflow parent run {summary['mlflow']['parent_run_id']} at "
           f"{summary['mlflow']['tracking_uri']}")
     if a.json:
-        print(json.dumps(summary, default=str))
+        echo(json.dumps(summary, default=str))
     return 0
 
 
 def _cmd_tune_fusion(a) -> int:
     res = tune_fusion(a.scores, num_samples=a.samples, max_weight=a.max_weight, seed=a.seed)
-    print(f"best fusion of {a.scores[0]} + {a.scores[1]}: {json.dumps(res['best'])} -> top1 {res['top1']:.4f} "
+    echo(f"best fusion of {a.scores[0]} + {a.scores[1]}: {json.dumps(res['best'])} -> top1 {res['top1']:.4f} "
           f"(streams alone: {', '.join(f'{x:.4f}' for x in res['single_stream_top1'])}; {res['trials']} trials)")
     if a.json:
-        print(json.dumps(res))
+        echo(json.dumps(res))
     return 0
 
 
@@ -365,8 +412,8 @@ def add_tune_parsers(sub: Any, commands: dict) -> None:
     commands["tune"] = _cmd_tune
     p = sub.add_parser("tune-fusion", help="tune two-stream fusion weights on saved validation scores")
     p.add_argument("scores", nargs=2, help="two score files from vidray eval (e.g. rgb.npz flow.npz)")
-    p.add_argument("--samples", type=int, default=40)
-    p.add_argument("--max-weight", type=float, default=4.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--samples", type=int, default=40, help="fusion settings tried (Ray Tune trials; default 40)")
+    p.add_argument("--max-weight", type=float, default=4.0, help="largest weight of the second stream (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the search")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     commands["tune-fusion"] = _cmd_tune_fusion

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from vidray.models import create_model
-from vidray.models.actionflownet import adapt_conv_in_channels, resolve_weights
+from vidray.models.actionflownet import resolve_weights
+from vidray.models.common import adapt_conv_in_channels
 from vidray.train.losses import endpoint_error, multitask_loss
 
 

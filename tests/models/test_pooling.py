@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from vidray.models import create_model
 from vidray.models.backbones import build_backbone
 from vidray.models.pooling import LSTMNet, num_windows, temporal_windows_max
-from vidray.train.losses import gain_weighted_scores
+from vidray.models.common import gain_weighted_scores
 
 
 @pytest.fixture(autouse=True, scope="module")

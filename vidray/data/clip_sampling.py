@@ -8,7 +8,8 @@ habit) called as::
     inds = sampler(frame_index, rng)      # -> np.ndarray int64 (num_clips, clip_len)
     clip = [row["frames"][i] for i in inds[0]]
 
-``frame_index`` may also be an ``int`` ``n`` (meaning ``0 .. n-1``). The returned values are indices
+``frame_index`` may also be an ``int`` ``n`` (meaning ``0 .. n-1``). Every sampler has a fixed
+``clip_len`` (frames per sample) and returns ``(num_clips, clip_len)``. The returned values are indices
 INTO the stored frames (``0 .. n-1``), never source frame numbers, so they index ``frames``,
 ``frame_time_s`` and ``flow`` of the same row alike. Training samplers draw from the
 ``np.random.Generator`` they are given (a fresh unseeded one when ``rng`` is ``None``); test-time
@@ -26,6 +27,11 @@ sampler                  what                                 output shape      
 ``UniformClipsSampler``  ``num_clips`` evenly spread clips    ``(num_clips, clip_len)``  multi-clip test
 =======================  ===================================  =========================  ===============
 
+The names a config chooses (``sampler.name``) are the table :data:`vidray.registry.SAMPLERS`: each
+entry builds the sampler of one of three modes, ``train`` (random), ``val`` (one deterministic
+sample) and ``test`` (``num_clips`` deterministic samples spread over the video); see
+:func:`build_sampler`.
+
 ``frame_interval`` is counted in SOURCE frames (as in MMAction2, where every decoded frame is
 available). Each wanted source frame is mapped to the stored frame whose ``frame_index`` is nearest
 (ties to the earlier one); when stored frames are dense this is exact, when they are sparser than
@@ -35,19 +41,24 @@ available). Each wanted source frame is mapped to the stored frame whose ``frame
 
 from __future__ import annotations
 
-from typing import Literal, Sequence, Union
+from typing import Literal, Protocol, Sequence, Union
 
 import numpy as np
+
+from vidray.registry import SAMPLERS
 
 FrameIndex = Union[int, Sequence[int], np.ndarray]
 OutOfBound = Literal["loop", "repeat_last"]
 
 __all__ = [
+    "Sampler",
     "TSNSampler",
     "RandomClipSampler",
     "FramePairSampler",
     "SequentialSampler",
     "UniformClipsSampler",
+    "WindowSampler",
+    "PadTo",
     "build_sampler",
     "nearest_stored",
 ]
@@ -131,35 +142,44 @@ class TSNSampler:
 
     The ``n`` stored frames are split into ``num_segments`` equal segments of ``avg = n // k``
     frames. Training: one frame per segment at a random offset, ``i*avg + U{0..avg-1}``. Testing:
-    the centre of each segment, ``int(i*n/k + n/(2k))``.
+    the centre of each segment, ``int(i*n/k + n/(2k))``; with ``num_clips = N > 1`` sample ``c`` takes
+    the frame at relative offset ``(c + 0.5) / N`` of each segment (``N`` samplings spread evenly).
 
     Shorter rows (``n < k``, so ``avg == 0``) as MMAction2: training takes frames
     ``round(i * n / k)``; testing keeps the centre rule. Both repeat some stored frames, so a sample
     always has ``k`` frames.
 
-    Returns ``(1, num_segments)`` int64 indices into the stored frames, ascending.
+    Returns ``(num_clips, num_segments)`` int64 indices into the stored frames, ascending per row.
     """
 
-    def __init__(self, num_segments: int, test_mode: bool = False) -> None:
+    def __init__(self, num_segments: int, test_mode: bool = False, num_clips: int = 1) -> None:
         self.num_segments = _check_pos("num_segments", num_segments)
         self.test_mode = bool(test_mode)
+        self.num_clips = _check_pos("num_clips", num_clips)
+        if self.num_clips > 1 and not self.test_mode:
+            raise ValueError("TSNSampler draws one training sample at a time: num_clips > 1 needs test_mode")
+
+    @property
+    def clip_len(self) -> int:
+        return self.num_segments
 
     def __call__(self, frame_index: FrameIndex, rng: np.random.Generator | None = None) -> np.ndarray:
         n = _as_frame_index(frame_index).size
         k = self.num_segments
         if self.test_mode:
             avg = n / k
-            inds = (np.arange(k) * avg + avg / 2.0).astype(np.int64)
+            offs = (np.arange(self.num_clips) + 0.5) / self.num_clips
+            inds = (np.arange(k)[None, :] * avg + offs[:, None] * avg).astype(np.int64)
+            return np.clip(inds, 0, n - 1)
+        avg = n // k
+        if avg > 0:
+            inds = np.arange(k, dtype=np.int64) * avg + _rng(rng).integers(0, avg, size=k)
         else:
-            avg = n // k
-            if avg > 0:
-                inds = np.arange(k, dtype=np.int64) * avg + _rng(rng).integers(0, avg, size=k)
-            else:
-                inds = np.round(np.arange(k) * (n / k)).astype(np.int64)
+            inds = np.round(np.arange(k) * (n / k)).astype(np.int64)
         return np.clip(inds, 0, n - 1)[None, :]
 
     def __repr__(self) -> str:
-        return f"TSNSampler(num_segments={self.num_segments}, test_mode={self.test_mode})"
+        return f"TSNSampler(num_segments={self.num_segments}, test_mode={self.test_mode}, num_clips={self.num_clips})"
 
 
 class RandomClipSampler:
@@ -208,6 +228,8 @@ class FramePairSampler:
 
     Returns ``(1, 2)`` int64 indices into the stored frames.
     """
+
+    clip_len = 2
 
     def __init__(self, test_mode: bool = False) -> None:
         self.test_mode = bool(test_mode)
@@ -293,24 +315,100 @@ class UniformClipsSampler:
         )
 
 
-Sampler = Union[TSNSampler, RandomClipSampler, FramePairSampler, SequentialSampler, UniformClipsSampler]
+class WindowSampler:
+    """Test-time windows: ``num_clips`` windows of ``length`` consecutive stored frames, evenly spread
+    (:class:`UniformClipsSampler` over stored positions), in temporal order; a row shorter than
+    ``length`` gives its frames padded by repeating the last. For models that read a sequence
+    (RCNN pairs, LSTM), so per-frame outputs can be aggregated over time.
 
-_SAMPLERS = {
-    "tsn": TSNSampler,
-    "clip": RandomClipSampler,
-    "pair": FramePairSampler,
-    "sequential": SequentialSampler,
-    "uniform": UniformClipsSampler,
-}
-
-
-def build_sampler(name: str, **kwargs) -> Sampler:
-    """Build a sampler by short name: ``tsn``, ``clip``, ``pair``, ``sequential``, ``uniform``.
-
-    ``kwargs`` go to the class, e.g. ``build_sampler("tsn", num_segments=8, test_mode=True)``.
+    Returns ``(num_clips, length)`` int64 indices into the stored frames.
     """
-    try:
-        cls = _SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(_SAMPLERS)}") from None
-    return cls(**kwargs)
+
+    def __init__(self, num_clips: int, length: int) -> None:
+        self.num_clips = _check_pos("num_clips", num_clips)
+        self.clip_len = _check_pos("length", length)
+
+    def __call__(self, frame_index: FrameIndex, rng: np.random.Generator | None = None) -> np.ndarray:
+        n = _as_frame_index(frame_index).size
+        return _pad_to(UniformClipsSampler(self.num_clips, min(self.clip_len, n), 1)(n), self.clip_len)
+
+    def __repr__(self) -> str:
+        return f"WindowSampler(num_clips={self.num_clips}, length={self.clip_len})"
+
+
+class PadTo:
+    """Pad every sample of ``sampler`` to ``length`` frames by repeating its last index (a variable-length
+    :class:`SequentialSampler` batched with fixed-length clips)."""
+
+    def __init__(self, sampler: "Sampler", length: int) -> None:
+        self.sampler = sampler
+        self.clip_len = _check_pos("length", length)
+
+    def __call__(self, frame_index: FrameIndex, rng: np.random.Generator | None = None) -> np.ndarray:
+        return _pad_to(self.sampler(frame_index, rng), self.clip_len)
+
+    def __repr__(self) -> str:
+        return f"PadTo({self.sampler!r}, {self.clip_len})"
+
+
+def _pad_to(idx: np.ndarray, length: int) -> np.ndarray:
+    """Pad ``(N, t)`` indices to ``(N, length)`` by repeating each row's last index (or cut to it)."""
+    if idx.shape[1] >= length:
+        return idx[:, :length]
+    return np.concatenate([idx, np.repeat(idx[:, -1:], length - idx.shape[1], axis=1)], axis=1)
+
+
+class Sampler(Protocol):
+    """``sampler(frame_index, rng) -> (num_clips, clip_len)`` int64 indices into the stored frames."""
+
+    clip_len: int
+
+    def __call__(self, frame_index: FrameIndex, rng: np.random.Generator | None = None) -> np.ndarray: ...
+
+
+Mode = Literal["train", "val", "test"]
+
+
+@SAMPLERS.register("tsn")
+def _tsn(num_frames: int, frame_interval: int, mode: Mode, num_clips: int) -> Sampler:
+    """num_frames segments, a random frame in each (val: the centres; test: num_clips offsets per segment)"""
+    return TSNSampler(num_frames, test_mode=mode != "train", num_clips=num_clips if mode == "test" else 1)
+
+
+@SAMPLERS.register("clip")
+def _clip(num_frames: int, frame_interval: int, mode: Mode, num_clips: int) -> Sampler:
+    """num_frames consecutive frames frame_interval source frames apart, random start (val: centre clip; test: num_clips evenly spread)"""
+    if mode == "train":
+        return RandomClipSampler(num_frames, frame_interval)
+    return UniformClipsSampler(num_clips if mode == "test" else 1, num_frames, frame_interval)
+
+
+@SAMPLERS.register("pair")
+def _pair(num_frames: int, frame_interval: int, mode: Mode, num_clips: int) -> Sampler:
+    """two consecutive stored frames, RCNN random mode (val: the middle pair; test: num_clips pairs)"""
+    if mode == "test":
+        return WindowSampler(num_clips, 2)
+    return FramePairSampler(test_mode=mode == "val")
+
+
+@SAMPLERS.register("sequential")
+def _sequential(num_frames: int, frame_interval: int, mode: Mode, num_clips: int) -> Sampler:
+    """the whole row, at most num_frames frames: a random window (val: centred), short rows padded with the last frame"""
+    if mode == "test":
+        return WindowSampler(num_clips, num_frames)
+    return PadTo(SequentialSampler(num_frames, test_mode=mode == "val"), num_frames)
+
+
+def build_sampler(name: str, num_frames: int = 8, frame_interval: int = 1, mode: Mode = "train",
+                  num_clips: int = 1) -> Sampler:  # fmt: skip
+    """The sampler ``name`` (:data:`vidray.registry.SAMPLERS`) for ``mode``:
+
+    * ``train``: one random sample per call (draws from the ``rng`` it is called with);
+    * ``val``: one deterministic sample (the centre);
+    * ``test``: ``num_clips`` deterministic samples spread over the video.
+
+    ``num_frames`` is ``T`` (segments / clip length / sequence length; ``pair`` always gives 2).
+    """
+    if mode not in ("train", "val", "test"):
+        raise ValueError(f"mode must be train | val | test, got {mode!r}")
+    return SAMPLERS.get(name)(int(num_frames), int(frame_interval), mode, int(num_clips))

@@ -31,27 +31,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import torch
 
-from vidray.data.clip_sampling import (
-    FramePairSampler,
-    RandomClipSampler,
-    SequentialSampler,
-    TSNSampler,
-    UniformClipsSampler,
-)
-from vidray.data.transforms import (
-    CenterCrop,
-    ColorJitter,
-    Flip,
-    MultiCrop,
-    MultiScaleCrop,
-    Resize,
-)
-from vidray.flow import decode_flow_stack, dequantize_flow
+from vidray.data.clip_sampling import Sampler, build_sampler
+from vidray.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, train_pipeline
+from vidray.io.flowcodec import decode_flow_stack, dequantize_flow
+from vidray.io.imcodec import decode_image
+from vidray.io.labels import multi_hot
 
 try:  # Ray Data's base class: iter_torch_batches hands it the Arrow table of a batch.
     from ray.data.collate_fn import ArrowBatchCollateFn as _CollateBase
@@ -73,7 +61,6 @@ __all__ = [
     "decode_augment_fn",
     "collate_numpy",
     "normalize_batch",
-    "draw_jitter",
     "apply_jitter",
     "flow_target",
     "collate_samples",
@@ -87,7 +74,8 @@ class ClipSpec:
     """Everything a worker needs to turn a row into a sample (picklable, shipped to every worker).
 
     Attributes:
-        sampler: ``tsn`` | ``clip`` | ``pair`` | ``sequential`` (see :func:`sample_indices`).
+        sampler: a name in :data:`vidray.registry.SAMPLERS` (``tsn`` | ``clip`` | ``pair`` |
+            ``sequential``; see :func:`vidray.data.clip_sampling.build_sampler`).
         num_frames: ``T`` (segments / clip length / sequence length; ``pair`` always gives 2).
         frame_interval: ``clip``: source frames between clip frames.
         modality: ``rgb`` | ``flow`` | ``rgb+flow`` (frames as input, first flow field as a target).
@@ -131,10 +119,15 @@ class ClipSpec:
     def needs_flow(self) -> bool:
         return self.modality in ("flow", "rgb+flow")
 
+    def build_sampler(self, mode: str | None = None, num_clips: int = 1) -> Sampler:
+        """The sampler of this spec; ``mode`` defaults to ``train`` / ``val`` from :attr:`train`."""
+        mode = mode or ("train" if self.train else "val")
+        return build_sampler(self.sampler, self.num_frames, self.frame_interval, mode, num_clips)
+
     @property
     def clip_len(self) -> int:
-        """Frames per sample: 2 for ``pair``, else ``num_frames``."""
-        return 2 if self.sampler == "pair" else self.num_frames
+        """Frames per sample (the sampler's: ``pair`` gives 2, the others ``num_frames``)."""
+        return self.build_sampler().clip_len
 
 
 def columns_for(spec: ClipSpec) -> list[str]:
@@ -148,86 +141,37 @@ def columns_for(spec: ClipSpec) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# sampling (pure)
+# sampling (pure): the sampler objects of vidray.data.clip_sampling
 # --------------------------------------------------------------------------------------------
-def _pad_to(idx: np.ndarray, length: int) -> np.ndarray:
-    """Pad ``(N, t)`` indices to ``(N, length)`` by repeating each row's last index."""
-    if idx.shape[1] >= length:
-        return idx[:, :length]
-    pad = np.repeat(idx[:, -1:], length - idx.shape[1], axis=1)
-    return np.concatenate([idx, pad], axis=1)
-
-
-def _sampler_input(frame_index: np.ndarray | int, spec: ClipSpec) -> np.ndarray | int:
-    """What the sampler gets: source frame numbers for ``clip`` (its ``frame_interval`` counts source
-    frames) when they are strictly ascending, else the number of stored frames (the other samplers work
-    on stored positions; a looped ``fps`` ingest repeats source numbers)."""
+def _sampler_input(frame_index: np.ndarray | int) -> np.ndarray | int:
+    """What a sampler gets: the source frame numbers when they are strictly ascending (``clip``
+    counts ``frame_interval`` in source frames), else the number of stored frames (a looped ``fps``
+    ingest repeats source numbers; the other samplers work on stored positions anyway)."""
     if isinstance(frame_index, (int, np.integer)):
         return int(frame_index)
     fi = np.asarray(frame_index, dtype=np.int64)
-    if spec.sampler == "clip" and fi.size > 0 and (fi.size == 1 or bool(np.all(np.diff(fi) > 0))):
+    if fi.size > 0 and (fi.size == 1 or bool(np.all(np.diff(fi) > 0))):
         return fi
     return int(fi.size)
 
 
 def sample_indices(frame_index: np.ndarray | int, spec: ClipSpec, rng: np.random.Generator | None) -> np.ndarray:
-    """Indices into a row's stored frames for ONE sample: ``(clip_len,)`` int64.
-
-    Training (``spec.train``) draws with ``rng``; validation is deterministic:
-
-    ========== ============================================ ===============================
-    sampler    training                                     validation
-    ========== ============================================ ===============================
-    tsn        one random frame per segment                 segment centres
-    clip       ``T`` frames ``frame_interval`` apart,        the centre clip
-               random start (wrapping past the end)
-    pair       random consecutive pair                      the middle pair
-    sequential ``min(n, T)`` frames, random window;         centred window; same padding
-               padded to ``T`` by repeating the last
-    ========== ============================================ ===============================
-    """
-    t = spec.num_frames
-    frame_index = _sampler_input(frame_index, spec)
-    if spec.sampler == "tsn":
-        s = TSNSampler(t, test_mode=not spec.train)
-    elif spec.sampler == "clip":
-        s = RandomClipSampler(t, spec.frame_interval) if spec.train else UniformClipsSampler(1, t, spec.frame_interval)
-    elif spec.sampler == "pair":
-        s = FramePairSampler(test_mode=not spec.train)
-    elif spec.sampler == "sequential":
-        s = SequentialSampler(t, test_mode=not spec.train)
-    else:
-        raise ValueError(f"unknown sampler {spec.sampler!r}; expected tsn | clip | pair | sequential")
-    return _pad_to(s(frame_index, rng), spec.clip_len)[0]
+    """Indices into a row's stored frames for ONE sample: ``(clip_len,)`` int64 (training draws with
+    ``rng``; validation is deterministic). ``spec.build_sampler()`` decides (the table
+    :data:`vidray.registry.SAMPLERS`)."""
+    return spec.build_sampler()(_sampler_input(frame_index), rng)[0]
 
 
 def eval_indices(frame_index: np.ndarray | int, spec: ClipSpec, num_clips: int) -> np.ndarray:
-    """Deterministic test-time sampling of ``num_clips`` samples of a video: ``(num_clips, clip_len)``.
-
-    * ``tsn``: clip ``c`` takes, in each of the ``T`` equal segments, the frame at relative offset
-      ``(c + 0.5) / num_clips`` (``num_clips=1``: the centres, as :class:`TSNSampler` test mode).
-    * ``clip``: :class:`UniformClipsSampler` (``num_clips`` evenly spread clips).
-    * ``pair`` / ``sequential``: ``num_clips`` evenly spread windows of 2 / ``T`` consecutive stored
-      frames, in temporal order (so per-frame outputs can be aggregated over time).
-    """
+    """Deterministic test-time sampling of ``num_clips`` samples of a video: ``(num_clips, clip_len)``
+    (the ``test`` mode of the spec's sampler: TSN offsets spread within each segment, evenly spread
+    clips, or evenly spread windows of consecutive frames for ``pair`` / ``sequential``)."""
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-    fi = _sampler_input(frame_index, spec)
-    n = int(fi) if isinstance(fi, (int, np.integer)) else int(np.asarray(fi).size)
-    if n < 1:
+    fi = _sampler_input(frame_index)
+    if (fi if isinstance(fi, int) else fi.size) < 1:
         raise ValueError("a video needs at least one stored frame")
-    t = spec.num_frames
-    if spec.sampler == "tsn":
-        seg = n / t
-        offs = (np.arange(num_clips) + 0.5) / num_clips
-        idx = (np.arange(t)[None, :] * seg + offs[:, None] * seg).astype(np.int64)
-        return np.clip(idx, 0, n - 1)
-    if spec.sampler == "clip":
-        return UniformClipsSampler(num_clips, t, spec.frame_interval)(fi)
-    if spec.sampler in ("pair", "sequential"):
-        length = spec.clip_len
-        return _pad_to(UniformClipsSampler(num_clips, min(length, n), 1)(n), length)
-    raise ValueError(f"unknown sampler {spec.sampler!r}")
+    return spec.build_sampler("test", num_clips)(fi, None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,7 +234,7 @@ class RowView:
         uniq, inv = np.unique(idx, return_inverse=True)
         out = np.empty((uniq.size, self.height, self.width, 3), np.uint8)
         for k, i in enumerate(uniq):
-            out[k] = _decode_frame(self._item(self._frames, int(i)), self.encoding, self.height, self.width)
+            out[k] = decode_image(self._item(self._frames, int(i)), self.encoding, (self.height, self.width, 3))
         return out[inv]
 
     def flow(self, idx: Sequence[int]) -> np.ndarray:
@@ -313,16 +257,6 @@ class RowView:
             lists, row = src
             return lists.get(row, i)
         return src[i]
-
-
-def _decode_frame(buf: np.ndarray, encoding: str, h: int, w: int) -> np.ndarray:
-    """One stored frame to ``(h, w, 3)`` uint8 RGB (OpenCV decodes straight to RGB: no cvtColor)."""
-    if encoding == "raw":
-        return np.frombuffer(buf, np.uint8).reshape(h, w, 3)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
-    if img is None:
-        raise ValueError(f"could not decode a {len(buf)}-byte {encoding} frame")
-    return img
 
 
 def iter_rows(table: pa.Table | pa.RecordBatch) -> Iterable[RowView]:
@@ -431,14 +365,6 @@ def _first_label(labels: Sequence[int]) -> int:
     return int(labels[0]) if len(labels) else -1
 
 
-def _multi_hot(labels: Sequence[int], k: int) -> np.ndarray:
-    y = np.zeros(k, np.float32)
-    for c in labels:
-        if 0 <= c < k:
-            y[c] = 1.0
-    return y
-
-
 def _eval_resize(spec: ClipSpec, hw: tuple[int, int]) -> int | None:
     """Short side to resize to before a centre/multi crop (``None``: keep)."""
     if spec.resize_short is not None:
@@ -474,22 +400,17 @@ def make_sample(row: RowView, spec: ClipSpec, rng: np.random.Generator | None = 
     flow = row.flow(idx) if spec.needs_flow else None
     res: dict[str, Any] = {"imgs": _geometry_source(row, idx, spec, flow), "flow": flow}
     if spec.train:
-        MultiScaleCrop(spec.crop_size, spec.scales, spec.max_distort)(res, rng)
-        Flip(spec.flip_ratio)(res, rng)
-        if spec.color_jitter is not None and spec.needs_frames:
-            if spec.jitter_on_device:
-                res["jitter"] = draw_jitter(spec.color_jitter, rng)
-            else:
-                ColorJitter(*spec.color_jitter)(res, rng)
+        train_pipeline(spec.crop_size, scales=spec.scales, max_distort=spec.max_distort, flip_ratio=spec.flip_ratio,
+                       color_jitter=spec.color_jitter if spec.needs_frames else None,
+                       jitter_on_device=spec.jitter_on_device)(res, rng)  # fmt: skip
+        if not spec.jitter_on_device:
+            res.pop("jitter", None)
     else:
-        short = _eval_resize(spec, res["imgs"].shape[1:3])
-        if short is not None:
-            Resize(short)(res, rng)
-        CenterCrop(spec.crop_size)(res, rng)
+        eval_pipeline(spec.crop_size, short_side=_eval_resize(spec, res["imgs"].shape[1:3]))(res, rng)
         res["flip"] = False
     out: dict[str, Any] = {
         "label": _first_label(row.labels),
-        "targets": _multi_hot(row.labels, spec.num_classes),
+        "targets": multi_hot([row.labels], spec.num_classes)[0],
         "indices": idx,
         "flip": bool(res.get("flip", False)),
         "crop_box": res.get("crop_box"),
@@ -504,19 +425,9 @@ def make_sample(row: RowView, spec: ClipSpec, rng: np.random.Generator | None = 
     return out
 
 
-def draw_jitter(strength: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Colour-jitter parameters of one sample, drawn as :class:`vidray.data.transforms.ColorJitter`
-    draws them: factors ``uniform(max(0, 1-a), 1+a)`` for brightness, contrast, saturation, then a random
-    order of the three. Returns ``(6,)`` float32: ``[b, c, s, o0, o1, o2]`` (``o`` = op ids 0/1/2 in
-    the order applied); :func:`apply_jitter` applies it."""
-    f = [float(rng.uniform(max(0.0, 1.0 - a), 1.0 + a)) for a in strength]
-    order = rng.permutation(3)
-    return np.array([*f, *order], dtype=np.float32)
-
-
 def apply_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Colour jitter of a float batch ``x`` ``(B, T, 3, H, W)`` in ``[0, 1]`` with per-sample
-    ``params`` ``(B, 6)`` (:func:`draw_jitter`); every frame of a sample gets the same factors.
+    ``params`` ``(B, 6)`` (:func:`vidray.data.transforms.draw_jitter`); every frame of a sample gets the same factors.
 
     torchvision's float semantics (each step clamped to ``[0, 1]``): brightness ``x*b``; contrast
     ``x*c + (1-c)*m`` with ``m`` the mean grey level of the frame; saturation ``x*s + (1-s)*g`` with
@@ -549,15 +460,12 @@ def make_eval_views(row: RowView, spec: ClipSpec, num_clips: int, num_crops: int
     flat = idx.reshape(-1)
     flow = row.flow(flat) if spec.needs_flow else None
     res: dict[str, Any] = {"imgs": _geometry_source(row, flat, spec, flow), "flow": flow}
-    short = _eval_resize(spec, res["imgs"].shape[1:3])
-    if short is not None:
-        Resize(short)(res)
+    views = eval_pipeline(spec.crop_size, num_crops, short_side=_eval_resize(spec, res["imgs"].shape[1:3]))
     t = idx.shape[1]
     imgs, flows = [], []
     for c in range(num_clips):
         sl = slice(c * t, (c + 1) * t)
-        part = {"imgs": res["imgs"][sl], "flow": None if flow is None else res["flow"][sl]}
-        MultiCrop(spec.crop_size, num_crops)(part)
+        part = views({"imgs": res["imgs"][sl], "flow": None if flow is None else res["flow"][sl]})
         imgs.append(part["imgs"])  # (V, T, S, S, 3)
         if flow is not None:
             flows.append(part["flow"])
@@ -671,8 +579,8 @@ def normalize_batch(
     batch: dict[str, torch.Tensor],
     modality: str,
     *,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     flow_scale: float = 20.0,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -682,7 +590,7 @@ def normalize_batch(
       ``jitter`` (:func:`apply_jitter`) -> ``(x - mean) / std``, channels first.
     * Flow stream: ``flow`` ``(B, T, 2L, S, S)`` pixels -> minus each field's spatial mean (camera
       motion; two-stream convention), divided by ``flow_scale``.
-    Same arithmetic as :class:`vidray.data.transforms.Normalize`, done after the transfer so the
+    The one normalisation of vidray (training, validation, evaluation), done after the transfer so the
     host moves uint8 frames.
     """
     dev = torch.device(device) if device is not None else None

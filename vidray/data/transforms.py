@@ -3,11 +3,10 @@
 A sample travels through a :class:`Compose` pipeline as a ``results`` dict (MMAction2's habit; each
 transform's docstring lists the keys it reads and adds). Keys:
 
-* ``imgs``: frames. In: ``(T, H, W, 3)`` uint8 RGB numpy (decoded JPEGs of one sample). After
-  :class:`ToTensor`: ``(T, 3, S, S)`` float32 torch (``[0, 1]``, then normalised); test-time
-  :class:`MultiCrop` adds a leading view axis: ``(V, T, 3, S, S)``.
+* ``imgs``: frames, ``(T, H, W, 3)`` uint8 RGB numpy (decoded JPEGs of one sample) in and out;
+  test-time :class:`MultiCrop` adds a leading view axis: ``(V, T, S, S, 3)``.
 * ``flow`` (optional): ``(T, 2L, Hf, Wf)`` float32 numpy, displacements in PIXELS (dequantised with
-  ``vidray.flow.dequantize_flow``), planes ``x1, y1, x2, y2, ...`` -- x (horizontal) planes are the
+  ``vidray.io.flowcodec.dequantize_flow``), planes ``x1, y1, x2, y2, ...`` -- x (horizontal) planes are the
   even channels. ``(Hf, Wf)`` may differ from the frames' ``(H, W)`` (ingest ``flow.short_side``):
   crops are placed at the same relative position. Out: ``(T, 2L, S, S)`` / ``(V, T, 2L, S, S)``.
 
@@ -17,15 +16,14 @@ factors) are drawn ONCE per sample and applied to all frames and to the flow. Wi
 they stay displacements in pixels of the output image (needed for an EPE loss against them);
 MMAction2/TSN treat flow as an image and do not rescale (``rescale_flow=False``).
 
-Order: geometric transforms and :class:`ColorJitter` work on uint8 numpy (OpenCV, ~0.1-0.3 ms per
-frame), then :class:`ToTensor` and :class:`Normalize` on torch. In data-loading processes set
-``torch.set_num_threads(1)``: on a busy 2-core machine two intra-op threads made ToTensor ~4x slower.
+Everything here works on uint8 numpy with OpenCV (~0.1-0.3 ms per frame). Frames stay uint8 until
+the training device: :func:`vidray.data.loader.normalize_batch` converts, normalises (ImageNet mean/std,
+flow mean subtraction) and, on a GPU, applies the colour jitter drawn here (``ColorJitter(on_device=
+True)``). The training loader and evaluation build their pipelines with the presets below::
 
-Typical use::
-
-    pipeline = train_pipeline(size=224)                  # multi-scale crop, flip, jitter, normalise
-    out = pipeline({"imgs": frames, "flow": flow}, rng)    # out["imgs"]: (T, 3, 224, 224)
-    test = eval_pipeline(size=224, num_crops=10)         # out["imgs"]: (10, T, 3, 224, 224)
+    pipeline = train_pipeline(size=224)                  # multi-scale crop, flip, colour jitter
+    out = pipeline({"imgs": frames, "flow": flow}, rng)    # out["imgs"]: (T, 224, 224, 3) uint8
+    test = eval_pipeline(size=224, num_crops=10)         # out["imgs"]: (10, T, 224, 224, 3)
 """
 
 from __future__ import annotations
@@ -53,9 +51,8 @@ __all__ = [
     "CenterCrop",
     "Flip",
     "MultiCrop",
-    "ToTensor",
     "ColorJitter",
-    "Normalize",
+    "draw_jitter",
     "train_pipeline",
     "eval_pipeline",
     "multi_scale_crop_box",
@@ -449,25 +446,6 @@ class MultiCrop:
         return f"MultiCrop(size={self.size}, num_crops={self.num_crops}, crop_size={self.crop_size})"
 
 
-class ToTensor:
-    """Frames to float torch in ``[0, 1]``, channels first; flow to float32 torch.
-
-    Reads ``imgs`` (..., H, W, 3) uint8 numpy, optional ``flow`` (..., 2L, H, W). Writes ``imgs``
-    (..., 3, H, W) float32 torch, ``flow`` float32 torch (same shape).
-    """
-
-    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
-        imgs = torch.from_numpy(np.ascontiguousarray(results["imgs"])).movedim(-1, -3)
-        out = torch.empty(imgs.shape, dtype=torch.float32)  # contiguous (..., 3, H, W)
-        results["imgs"] = out.copy_(imgs).mul_(1.0 / 255.0)
-        if results.get("flow") is not None:
-            results["flow"] = torch.as_tensor(np.ascontiguousarray(results["flow"]), dtype=torch.float32)
-        return results
-
-    def __repr__(self) -> str:
-        return "ToTensor()"
-
-
 def _gray3(frame: np.ndarray) -> np.ndarray:
     """ITU-R 601 grey (``0.299 R + 0.587 G + 0.114 B``, rounded) of ``(H, W, 3)`` uint8, as 3 channels."""
     return cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
@@ -487,26 +465,33 @@ class ColorJitter:
     each rounded and clamped to ``0..255`` (OpenCV ``addWeighted``; ~0.1 ms per 224x224 frame, several
     times faster than the same on float tensors here). Hue is not jittered. The flow is never touched.
 
-    Reads ``imgs`` (T, H, W, 3) uint8 numpy (before :class:`ToTensor`). Writes ``imgs`` (same shape).
-    Adds ``color_jitter`` ``{"brightness": b, "contrast": c, "saturation": s, "order": [...]}``.
+    ``on_device=True`` only draws the factors: ``jitter`` ``(6,)`` float32 ``[b, c, s, o0, o1, o2]``
+    (:func:`draw_jitter`) is added and the frames are left alone, for
+    :func:`vidray.data.loader.apply_jitter` to apply on the training device (free on a GPU).
+
+    Reads ``imgs`` (T, H, W, 3) uint8 numpy. Writes ``imgs`` (same shape). Adds ``color_jitter``
+    ``{"brightness": b, "contrast": c, "saturation": s, "order": [...]}`` and ``jitter``.
     """
 
-    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4) -> None:
+    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 on_device: bool = False) -> None:  # fmt: skip
         self.brightness = float(brightness)
         self.contrast = float(contrast)
         self.saturation = float(saturation)
+        self.on_device = bool(on_device)
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
-        rng = _rng(rng)
+        params = draw_jitter((self.brightness, self.contrast, self.saturation), _rng(rng))
+        results["jitter"] = params
+        names = ("brightness", "contrast", "saturation")
+        f = dict(zip(names, params[:3].astype(float).tolist()))
+        order = [names[int(i)] for i in params[3:]]
+        results["color_jitter"] = {**f, "order": order}
+        if self.on_device:
+            return results
         imgs = results["imgs"]
         if not (isinstance(imgs, np.ndarray) and imgs.dtype == np.uint8 and imgs.shape[-1] == 3):
-            raise ValueError("ColorJitter needs imgs as (..., H, W, 3) uint8 numpy: put it before ToTensor")
-        f = {
-            name: float(rng.uniform(max(0.0, 1.0 - a), 1.0 + a))
-            for name, a in (("brightness", self.brightness), ("contrast", self.contrast),
-                            ("saturation", self.saturation))
-        }  # fmt: skip
-        order = [("brightness", "contrast", "saturation")[i] for i in rng.permutation(3)]
+            raise ValueError("ColorJitter needs imgs as (..., H, W, 3) uint8 numpy")
         flat = imgs.reshape((-1,) + imgs.shape[-3:])
         out = np.empty_like(flat)
         for t in range(flat.shape[0]):
@@ -522,58 +507,23 @@ class ColorJitter:
                     x = cv2.addWeighted(x, v, _gray3(x), 1.0 - v, 0.0)
             out[t] = x
         results["imgs"] = out.reshape(imgs.shape)
-        results["color_jitter"] = {**f, "order": order}
         return results
 
     def __repr__(self) -> str:
         return (
             f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
-            f"saturation={self.saturation})"
+            f"saturation={self.saturation}, on_device={self.on_device})"
         )
 
 
-class Normalize:
-    """RGB: ``(x - mean) / std`` per channel (ImageNet by default). Flow: per-field mean subtraction.
-
-    Flow (two-stream, Simonyan & Zisserman 2014, sec. 3.1): from every plane of every frame (and view)
-    its spatial mean is subtracted, removing global (camera) motion; the result is divided by
-    ``flow_scale`` (1.0: pixels; pass the quantisation bound to get roughly ``[-1, 1]``).
-
-    Reads ``imgs`` (..., 3, H, W) float torch in ``[0, 1]``, optional ``flow`` (..., 2L, H, W) float
-    torch. Writes both normalised (same shapes).
-    """
-
-    def __init__(
-        self,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        flow_mean_subtract: bool = True,
-        flow_scale: float = 1.0,
-    ) -> None:
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.flow_mean_subtract = flow_mean_subtract
-        self.flow_scale = float(flow_scale)
-
-    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
-        x: torch.Tensor = results["imgs"]
-        if not torch.is_tensor(x) or x.shape[-3] != 3:
-            raise ValueError("Normalize needs imgs as a (..., 3, H, W) float tensor: put ToTensor first")
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(3, 1, 1)
-        results["imgs"] = (x - mean).div_(std)
-        flow = results.get("flow")
-        if flow is not None:
-            if self.flow_mean_subtract:
-                flow = flow - flow.mean(dim=(-2, -1), keepdim=True)
-            results["flow"] = flow / self.flow_scale
-        return results
-
-    def __repr__(self) -> str:
-        return (
-            f"Normalize(mean={self.mean}, std={self.std}, flow_mean_subtract={self.flow_mean_subtract}, "
-            f"flow_scale={self.flow_scale})"
-        )
+def draw_jitter(strength: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """Colour-jitter parameters of one sample, as torchvision's ``ColorJitter`` draws them: factors
+    ``uniform(max(0, 1-a), 1+a)`` for brightness, contrast, saturation, then a random order of the
+    three. Returns ``(6,)`` float32 ``[b, c, s, o0, o1, o2]`` (``o`` = op ids 0/1/2 in the order
+    applied)."""
+    f = [float(rng.uniform(max(0.0, 1.0 - a), 1.0 + a)) for a in strength]
+    order = rng.permutation(3)
+    return np.array([*f, *order], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,47 +536,47 @@ def train_pipeline(
     max_distort: int = 1,
     flip_ratio: float = 0.5,
     color_jitter: tuple[float, float, float] | None = (0.4, 0.4, 0.4),
-    flow_scale: float = 1.0,
+    jitter_on_device: bool = False,
     rescale_flow: bool = True,
 ) -> Compose:
-    """The TSN training pipeline: MultiScaleCrop -> Flip -> [ColorJitter] -> ToTensor -> Normalize.
+    """The TSN training pipeline: MultiScaleCrop -> Flip -> [ColorJitter] (the training loader's).
 
     In: ``imgs`` (T, H, W, 3) uint8, optional ``flow`` (T, 2L, Hf, Wf) float pixels.
-    Out: ``imgs`` (T, 3, size, size) float32, ``flow`` (T, 2L, size, size) float32.
+    Out: ``imgs`` (T, size, size, 3) uint8, ``flow`` (T, 2L, size, size) float32; ``crop_box``,
+    ``flip`` and (with jitter) ``jitter`` added.
     """
     ts: list[Transform] = [
         MultiScaleCrop(size, scales, max_distort, rescale_flow=rescale_flow),
         Flip(flip_ratio),
     ]
     if color_jitter is not None:
-        ts.append(ColorJitter(*color_jitter))
-    ts += [ToTensor(), Normalize(flow_scale=flow_scale)]
+        ts.append(ColorJitter(*color_jitter, on_device=jitter_on_device))
     return Compose(ts)
 
 
 def eval_pipeline(
     size: int = 224,
-    num_crops: Literal[1, 3, 10] = 1,
+    num_crops: Literal[1, 3, 10] | None = None,
     *,
     short_side: int | None = None,
     crop_size: int | None = None,
-    flow_scale: float = 1.0,
     rescale_flow: bool = True,
 ) -> Compose:
-    """Test pipeline: [Resize(short_side)] -> MultiCrop(num_crops) -> ToTensor -> Normalize.
+    """Validation / test pipeline: [Resize(short_side)] -> CenterCrop (``num_crops=None``: one view, no
+    view axis) or MultiCrop(num_crops) (views first).
 
     ``short_side=None`` keeps the stored size (frames are stored at short side 256 by default: a
     224 centre/10-crop as in the papers). For 3-crop MMAction2 resizes the short side to the crop size
     so the three crops cover the frame: ``short_side=size``.
 
-    Out: ``imgs`` (V, T, 3, size, size), ``flow`` (V, T, 2L, size, size), ``V = num_crops``.
+    Out: ``imgs`` (T, size, size, 3) or (V, T, size, size, 3) uint8; ``flow`` likewise with ``2L``
+    channels before the spatial axes.
     """
     ts: list[Transform] = []
     if short_side is not None:
         ts.append(Resize(short_side, rescale_flow=rescale_flow))
-    ts += [
-        MultiCrop(size, num_crops, crop_size, rescale_flow=rescale_flow),
-        ToTensor(),
-        Normalize(flow_scale=flow_scale),
-    ]
+    if num_crops is None:
+        ts.append(CenterCrop(size, rescale_flow=rescale_flow))
+    else:
+        ts.append(MultiCrop(size, num_crops, crop_size, rescale_flow=rescale_flow))
     return Compose(ts)

@@ -8,7 +8,8 @@ Input: ``scores`` ``(T, K)`` -- ``T`` clips / frames / LSTM steps of ONE video, 
 * ``"none"``: the scores as given (``a_t = z_t``): already probabilities, or a deliberate average of
   raw logits (MMAction2 ``average_clips="score"``, what TDN-style l1-normalised fusion expects).
 
-then ``method`` combines them:
+then ``method`` (the table :data:`vidray.registry.AGGREGATIONS`, ``vidray eval --aggregate``) combines
+them:
 
 ============  ===========================================================  ======================
 method        video score ``v`` (per class ``c``)                           used by
@@ -28,22 +29,23 @@ and grows linearly to 1 at the last, favouring steps that have seen more of the 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
+import torch
 
-Method = Literal["mean", "max", "logmean", "last", "weighted"]
+from vidray.models.common import lstm_gain
+from vidray.registry import AGGREGATIONS
+
+Method = str  # a name in vidray.registry.AGGREGATIONS
 Activation = Literal["softmax", "sigmoid", "none"]
-METHODS: tuple[str, ...] = ("mean", "max", "logmean", "last", "weighted")
 ACTIVATIONS: tuple[str, ...] = ("softmax", "sigmoid", "none")
 
 __all__ = [
-    "METHODS",
     "ACTIVATIONS",
     "softmax",
     "log_softmax",
     "activate",
-    "lstm_gain",
     "aggregate_scores",
     "aggregate_by_video",
 ]
@@ -83,13 +85,40 @@ def activate(scores: np.ndarray, activation: Activation = "softmax", log: bool =
     raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
 
 
-def lstm_gain(num_steps: int) -> np.ndarray:
-    """The LSTM gain ``g_t = t / (T - 1)``, ``t = 0..T-1`` (``[1.0]`` for ``T = 1``); ``(T,)`` float64."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if num_steps == 1:
-        return np.ones(1)
-    return np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
+# Each aggregation: (scores (T, K) float64, activation) -> (K,) float64.
+Aggregation = Callable[[np.ndarray, str], np.ndarray]
+
+
+@AGGREGATIONS.register("mean")
+def _mean(s: np.ndarray, activation: str) -> np.ndarray:
+    """average of the activated scores (TSN, Sports-1M, C3D)"""
+    return activate(s, activation).mean(axis=0)
+
+
+@AGGREGATIONS.register("max")
+def _max(s: np.ndarray, activation: str) -> np.ndarray:
+    """maximum over time (Ng et al. max pooling)"""
+    return activate(s, activation).max(axis=0)
+
+
+@AGGREGATIONS.register("logmean")
+def _logmean(s: np.ndarray, activation: str) -> np.ndarray:
+    """mean log-probability, the log of the geometric mean (RCNN, Xu et al.)"""
+    return activate(s, activation, log=True).mean(axis=0)
+
+
+@AGGREGATIONS.register("last")
+def _last(s: np.ndarray, activation: str) -> np.ndarray:
+    """the last step (LSTM)"""
+    return activate(s[-1:], activation)[0].copy()
+
+
+@AGGREGATIONS.register("weighted")
+def _weighted(s: np.ndarray, activation: str) -> np.ndarray:
+    """LSTM gain g_t = t/(T-1) weighted average (Ng et al.)"""
+    a = activate(s, activation)
+    g = lstm_gain(a.shape[0], dtype=torch.float64).numpy()
+    return (g[:, None] * a).sum(axis=0) / g.sum()
 
 
 def aggregate_scores(
@@ -99,7 +128,8 @@ def aggregate_scores(
 
     Args:
         scores: ``(T, K)`` per-clip / per-frame / per-step scores, ``T >= 1``.
-        method: ``mean`` | ``max`` | ``logmean`` | ``last`` | ``weighted``.
+        method: a name in :data:`vidray.registry.AGGREGATIONS` (``mean`` | ``max`` | ``logmean`` |
+            ``last`` | ``weighted``).
         activation: ``softmax`` | ``sigmoid`` | ``none``, applied to each row first.
 
     Returns:
@@ -111,19 +141,7 @@ def aggregate_scores(
         s = s[None, :]
     if s.ndim != 2 or s.shape[0] == 0:
         raise ValueError(f"scores must be (T>=1, K), got shape {np.shape(scores)}")
-    if method == "logmean":
-        return activate(s, activation, log=True).mean(axis=0)
-    a = activate(s, activation)
-    if method == "mean":
-        return a.mean(axis=0)
-    if method == "max":
-        return a.max(axis=0)
-    if method == "last":
-        return a[-1].copy()
-    if method == "weighted":
-        g = lstm_gain(a.shape[0])
-        return (g[:, None] * a).sum(axis=0) / g.sum()
-    raise ValueError(f"unknown aggregation {method!r}; expected one of {METHODS}")
+    return AGGREGATIONS.get(method)(s, activation)
 
 
 def aggregate_by_video(

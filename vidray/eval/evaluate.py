@@ -29,7 +29,10 @@ from vidray.config import TrainConfig
 from vidray.data.loader import RowView, iter_rows, make_eval_views, merge_rows, normalize_batch
 from vidray.eval.aggregate import aggregate_scores
 from vidray.eval.metrics import confusion_matrix, hit_at_k, summarize
-from vidray.train.checkpoint import load_checkpoint, resolve_checkpoint_file
+from vidray.io import dataset as fmt
+from vidray.io.checkpoint import load_checkpoint, resolve_checkpoint_file
+from vidray.io.labels import multi_hot
+from vidray.recipe import build_model, clip_spec, is_multilabel, video_scoring
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +55,27 @@ class EvalResult:
 
 
 def default_aggregate(cfg: TrainConfig) -> str:
-    """The paper's aggregation for a training loss: ``weighted`` (LSTM gain g) for ``gain``,
-    ``logmean`` (RCNN) for ``per_frame``, else ``mean``."""
-    return {"gain": "weighted", "per_frame": "logmean"}.get(cfg.loss.name, "mean")
+    """The paper's aggregation for a training loss (:func:`vidray.recipe.video_scoring`): ``weighted``
+    (LSTM gain g) for ``gain``, ``logmean`` (RCNN) for ``per_frame``, else ``mean``."""
+    return video_scoring(cfg)[0]
 
 
 def iter_split_videos(data_dir: str | Path, split: str | None, columns: Sequence[str]) -> Iterator[RowView]:
     """Videos of ``split`` (all when ``None``), chunks merged in ``chunk_index`` order, streamed part
     by part (a video is kept in memory only until all its ``num_chunks`` rows were seen)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from vidray.io.reader import IngestDataset
 
     ds = IngestDataset(data_dir)
     cols = list(dict.fromkeys([*columns, "chunk_index", "num_chunks", "split"]))
-    pending: dict[str, list[tuple[int, RowView]]] = {}
-    for f in ds.files:
-        t = pq.read_table(f, columns=cols)
-        if split is not None:
-            t = t.filter(pc.equal(t["split"], split))
-        chunk = t["chunk_index"].to_pylist()
-        nch = t["num_chunks"].to_pylist()
-        for i, row in enumerate(iter_rows(t)):
-            if nch[i] <= 1:
-                yield row
-                continue
-            parts = pending.setdefault(row.video_id, [])
-            parts.append((chunk[i], row))
-            if len(parts) == nch[i]:
-                del pending[row.video_id]
-                yield merge_rows([r for _, r in sorted(parts, key=lambda x: x[0])])
-    for vid, parts in pending.items():  # incomplete chunk sets (should not happen): use what exists
-        log.warning("%s: %d chunk rows found, fewer than num_chunks", vid, len(parts))
-        yield merge_rows([r for _, r in sorted(parts, key=lambda x: x[0])])
+
+    def rows() -> Iterator[tuple[str, int, int, RowView]]:
+        for t in ds.iter_tables(cols, split=split):
+            chunk, nch = t["chunk_index"].to_pylist(), t["num_chunks"].to_pylist()
+            for i, row in enumerate(iter_rows(t)):
+                yield row.video_id, chunk[i], nch[i], row
+
+    for parts in fmt.group_chunks(rows()):
+        yield merge_rows(parts)
 
 
 @torch.no_grad()
@@ -104,6 +94,82 @@ def _forward_views(model: torch.nn.Module, views: dict[str, Any], cfg: TrainConf
         if out.get("frame_logits") is not None:
             frames.append(out["frame_logits"].float().cpu().numpy())
     return np.concatenate(logits), (np.concatenate(frames) if frames else None)
+
+
+@dataclass
+class _VideoScores:
+    """What scoring a split gives: per video and per clip row."""
+
+    ids: list[str] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)  # (K,) per video
+    labels: list[list[int]] = field(default_factory=list)
+    clip_scores: list[np.ndarray] = field(default_factory=list)  # (N, K) per video
+    level: str | None = None
+
+
+def _load_model(ck_file: Path, data_dir: str | Path, device: torch.device) -> tuple[dict, TrainConfig, torch.nn.Module]:
+    """The checkpoint's state, config and model (in eval mode on ``device``); the data's classes must
+    be the checkpoint's."""
+    from vidray.io.reader import IngestDataset
+
+    state = load_checkpoint(ck_file)
+    cfg = TrainConfig.model_validate(state["config"])
+    classes = list(state["classes"])
+    data_classes = IngestDataset(data_dir).classes
+    if data_classes != classes:
+        raise ValueError(f"{data_dir} has classes {data_classes[:6]}..., the checkpoint was trained on {classes[:6]}...")
+    model = build_model(cfg, len(classes), int(state["in_channels"]))
+    model.load_state_dict(state["model"])
+    return state, cfg, model.to(device).eval()
+
+
+def _score_split(model: torch.nn.Module, cfg: TrainConfig, data_dir: str | Path, split: str | None, k: int,
+                 n_clips: int, num_crops: int, method: str, act: str, level: str, batch_size: int,
+                 device: torch.device, max_videos: int | None) -> _VideoScores:  # fmt: skip
+    """Every video of ``split``: ``n_clips x num_crops`` views -> model -> crops averaged -> clip (or
+    per-frame) rows -> aggregated to one video score."""
+    from vidray.data.loader import columns_for
+
+    spec = clip_spec(cfg, k, train=False)
+    res = _VideoScores()
+    for row in iter_split_videos(data_dir, split, columns_for(spec)):
+        views = make_eval_views(row, spec, n_clips, num_crops)
+        logits, frame_logits = _forward_views(model, views, cfg, batch_size, device)
+        clip_scores = logits.reshape(n_clips, num_crops, k).mean(axis=1)  # (N, K), crops averaged
+        if level == "frame" and frame_logits is None:
+            raise ValueError(f"--level frame: model {cfg.model.name} gives no per-frame outputs")
+        use_frames = frame_logits is not None and level in ("auto", "frame")
+        if use_frames:
+            tp = frame_logits.shape[1]
+            rows = frame_logits.reshape(n_clips, num_crops, tp, k).mean(axis=1).reshape(n_clips * tp, k)
+        else:
+            rows = clip_scores
+        res.level = "frame" if use_frames else "clip"
+        res.scores.append(aggregate_scores(rows, method, act))
+        res.ids.append(row.video_id)
+        res.labels.append(list(row.labels))
+        res.clip_scores.append(clip_scores)
+        if max_videos and len(res.ids) >= max_videos:
+            break
+    return res
+
+
+def _metrics(res: _VideoScores, k: int, multi: bool, n_clips: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Video metrics (:func:`summarize`) plus clip and video Hit@k; returns ``(metrics, scores, labels)``."""
+    vs = np.stack(res.scores)
+    clip_labels = [ls for ls in res.labels for _ in range(n_clips)]
+    if multi:
+        y, yc = multi_hot(res.labels, k, dtype=np.int64), multi_hot(clip_labels, k, dtype=np.int64)
+    else:
+        y = np.array([ls[0] for ls in res.labels], np.int64)
+        yc = np.array([ls[0] for ls in clip_labels], np.int64)
+    cs = np.concatenate(res.clip_scores)
+    metrics = summarize(vs, y)
+    metrics.pop("num_samples", None)
+    for kk in sorted({1, min(5, k)}):
+        metrics[f"clip_hit_at_{kk}"] = hit_at_k(cs, yc, kk)
+        metrics[f"video_hit_at_{kk}"] = hit_at_k(vs, y, kk)
+    return metrics, vs, y
 
 
 def evaluate_checkpoint(
@@ -129,7 +195,7 @@ def evaluate_checkpoint(
         split: manifest split (``None``: every video).
         num_clips: clips / segment samplings per video (default: 1).
         num_crops: 1, 3 or 10 views per clip.
-        aggregate: ``mean | max | logmean | last | weighted`` (default :func:`default_aggregate`).
+        aggregate: a name in :data:`vidray.registry.AGGREGATIONS` (default :func:`default_aggregate`).
         level: ``clip`` (aggregate clip scores), ``frame`` (aggregate per-frame outputs, for models
             that give ``frame_logits``), ``auto`` (frame when available).
         activation: ``softmax | sigmoid | none`` before aggregating (default: sigmoid for
@@ -139,91 +205,38 @@ def evaluate_checkpoint(
         max_videos: stop after this many videos (smoke tests).
     """
     t0 = time.perf_counter()
-    from vidray.io.reader import IngestDataset
-    from vidray.train.loop import build_model, clip_spec
-
-    ck_file = resolve_checkpoint_file(checkpoint)
-    state = load_checkpoint(ck_file)
-    cfg = TrainConfig.model_validate(state["config"])
-    classes = list(state["classes"])
-    k = len(classes)
-    data_classes = IngestDataset(data_dir).classes
-    if data_classes != classes:
-        raise ValueError(f"{data_dir} has classes {data_classes[:6]}..., the checkpoint was trained on {classes[:6]}...")
     if num_crops not in (1, 3, 10):
         raise ValueError(f"--crops must be 1, 3 or 10, got {num_crops}")
-    n_clips = int(num_clips or 1)
-    method = aggregate or default_aggregate(cfg)
-    multi = cfg.loss.name == "bce"
-    act = activation or ("sigmoid" if multi else "softmax")
+    ck_file = resolve_checkpoint_file(checkpoint)
     dev = torch.device(device)
-    model = build_model(cfg, k, int(state["in_channels"]))
-    model.load_state_dict(state["model"])
-    model.to(dev).eval()
-    spec = clip_spec(cfg, k, train=False)
-    from vidray.data.loader import columns_for
-
-    ids, video_scores, labels, clip_rows, clip_labels = [], [], [], [], []
-    used_level = None
-    for row in iter_split_videos(data_dir, split, columns_for(spec)):
-        views = make_eval_views(row, spec, n_clips, num_crops)
-        logits, frame_logits = _forward_views(model, views, cfg, batch_size, dev)
-        clip_scores = logits.reshape(n_clips, num_crops, k).mean(axis=1)  # (N, K), crops averaged
-        use_frames = frame_logits is not None and level in ("auto", "frame")
-        if level == "frame" and frame_logits is None:
-            raise ValueError(f"--level frame: model {cfg.model.name} gives no per-frame outputs")
-        if use_frames:
-            tp = frame_logits.shape[1]
-            rows = frame_logits.reshape(n_clips, num_crops, tp, k).mean(axis=1).reshape(n_clips * tp, k)
-        else:
-            rows = clip_scores
-        used_level = "frame" if use_frames else "clip"
-        video_scores.append(aggregate_scores(rows, method, act))
-        ids.append(row.video_id)
-        labels.append(list(row.labels))
-        clip_rows.append(clip_scores)
-        clip_labels += [list(row.labels)] * n_clips
-        if max_videos and len(ids) >= max_videos:
-            break
-    if not ids:
+    state, cfg, model = _load_model(ck_file, data_dir, dev)
+    classes = list(state["classes"])
+    k = len(classes)
+    n_clips = int(num_clips or 1)
+    default_method, default_act = video_scoring(cfg)
+    method, act = aggregate or default_method, activation or default_act
+    res = _score_split(model, cfg, data_dir, split, k, n_clips, num_crops, method, act, level, batch_size, dev,
+                       max_videos)  # fmt: skip
+    if not res.ids:
         raise ValueError(f"no videos in split {split!r} of {data_dir}")
-    vs = np.stack(video_scores)
-    if multi:
-        y = _multi_hot(labels, k)
-        yc = _multi_hot(clip_labels, k)
-    else:
-        y = np.array([ls[0] for ls in labels], np.int64)
-        yc = np.array([ls[0] for ls in clip_labels], np.int64)
-    cs = np.concatenate(clip_rows)
-    metrics = summarize(vs, y)
-    metrics.pop("num_samples", None)
-    for kk in sorted({1, min(5, k)}):
-        metrics[f"clip_hit_at_{kk}"] = hit_at_k(cs, yc, kk)
-        metrics[f"video_hit_at_{kk}"] = hit_at_k(vs, y, kk)
-    out_path = Path(out) if out else _default_out(ck_file, split, n_clips, num_crops, method)
+    multi = is_multilabel(cfg)
+    metrics, vs, y = _metrics(res, k, multi, n_clips)
     from vidray.eval.fusion import save_scores
 
-    saved = save_scores(out_path, vs, y, ids)
+    saved = save_scores(Path(out) if out else _default_out(ck_file, split, n_clips, num_crops, method), vs, y, res.ids)
     if not multi:
         try:
             from vidray.tracking import plot_confusion_matrix
 
             plot_confusion_matrix(confusion_matrix(y, vs.argmax(1), k), saved.with_suffix(".confusion.png"), classes,
-                                  artifact_path=None, title=f"{cfg.model.name} {split} ({len(ids)} videos)")  # fmt: skip
+                                  artifact_path=None, title=f"{cfg.model.name} {split} ({len(res.ids)} videos)")  # fmt: skip
         except Exception as e:  # a picture never fails an evaluation
             log.warning("confusion matrix not drawn: %s", e)
-    settings = {"split": split, "clips": n_clips, "crops": num_crops, "aggregate": method, "level": used_level,
+    settings = {"split": split, "clips": n_clips, "crops": num_crops, "aggregate": method, "level": res.level,
                 "activation": act, "model": cfg.model.name, "checkpoint": str(ck_file),
                 "epoch": int(state.get("epoch", 0))}  # fmt: skip
-    return EvalResult(metrics=metrics, scores_path=str(saved), num_videos=len(ids), settings=settings,
+    return EvalResult(metrics=metrics, scores_path=str(saved), num_videos=len(res.ids), settings=settings,
                       wall_s=time.perf_counter() - t0)  # fmt: skip
-
-
-def _multi_hot(labels: list[list[int]], k: int) -> np.ndarray:
-    y = np.zeros((len(labels), k), np.int64)
-    for i, ls in enumerate(labels):
-        y[i, [c for c in ls if 0 <= c < k]] = 1
-    return y
 
 
 def _default_out(ck_file: Path, split: str | None, clips: int, crops: int, method: str) -> Path:

@@ -19,16 +19,26 @@ Definitions (``rank_n`` = classes of row ``n`` sorted by decreasing score, ``Y_n
 * mean class accuracy: ``mean_c recall_c`` over classes that occur in ``labels``, ``recall_c`` the
   fraction of class-``c`` rows whose top-1 prediction is ``c``.
 * AP of one class: ``sum_j (R_j - R_{j-1}) P_j`` over decreasing score thresholds (non-interpolated,
-  = ``(1/|pos|) sum_{positives p} precision@rank(p)`` without ties; tied scores are one threshold, as
-  scikit-learn's ``average_precision_score``). mAP (FCVID): mean AP over classes with at least one
-  positive.
+  = ``(1/|pos|) sum_{positives p} precision@rank(p)`` without ties; tied scores are one threshold):
+  scikit-learn's ``average_precision_score``. mAP (FCVID): mean AP over classes with at least one
+  positive. The confusion matrix is scikit-learn's too; Hit@k and the video-level logic are not in
+  scikit-learn and live here.
+
+:func:`summarize` reports the metrics of the table :data:`vidray.registry.METRICS` that apply to the
+labels (single-label ids or multi-hot).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import numpy as np
+from sklearn.metrics import average_precision_score
+from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
+
+from vidray.io.labels import multi_hot
+from vidray.registry import METRICS
 
 __all__ = [
     "top_k_accuracy",
@@ -37,7 +47,6 @@ __all__ = [
     "hit_at_k",
     "average_precision",
     "mean_average_precision",
-    "to_multi_hot",
     "summarize",
 ]
 
@@ -59,19 +68,12 @@ def _int_labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
     return y
 
 
-def to_multi_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(N,)`` int ids -> ``(N, K)`` {0,1} int array; an ``(N, K)`` input is checked and returned."""
+def _multi_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(N,)`` int ids (range-checked) or ``(N, K)`` multi-hot (checked) -> ``(N, K)`` int64."""
     y = np.asarray(labels)
-    if y.ndim == 2:
-        if y.shape[1] != num_classes:
-            raise ValueError(f"multi-hot labels have {y.shape[1]} columns, expected {num_classes}")
-        if not np.isin(y, (0, 1)).all():
-            raise ValueError("multi-hot labels must contain only 0 and 1")
-        return y.astype(np.int64)
-    y = _int_labels(y, y.shape[0] if y.ndim == 1 else -1, num_classes)
-    out = np.zeros((y.shape[0], num_classes), dtype=np.int64)
-    out[np.arange(y.shape[0]), y] = 1
-    return out
+    if y.ndim == 1:
+        y = _int_labels(y, y.shape[0], num_classes)
+    return multi_hot(y, num_classes, dtype=np.int64)
 
 
 def _topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
@@ -105,7 +107,7 @@ def hit_at_k(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
         k: number of top predictions considered.
     """
     s = _scores(scores)
-    y = to_multi_hot(labels, s.shape[1])
+    y = _multi_hot(labels, s.shape[1])
     if y.shape[0] != s.shape[0]:
         raise ValueError(f"{y.shape[0]} label rows for {s.shape[0]} score rows")
     if s.shape[0] == 0:
@@ -124,9 +126,7 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     """
     y = _int_labels(labels, np.asarray(labels).shape[0], num_classes)
     p = _int_labels(preds, y.shape[0], num_classes)
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (y, p), 1)
-    return cm
+    return _sk_confusion_matrix(y, p, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -161,19 +161,9 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     t = np.asarray(targets).reshape(-1).astype(bool)
     if s.shape != t.shape:
         raise ValueError(f"scores {s.shape} and targets {t.shape} differ")
-    n_pos = int(t.sum())
-    if n_pos == 0:
+    if not t.any():
         return float("nan")
-    order = np.argsort(-s, kind="stable")
-    s, t = s[order], t[order]
-    tp = np.cumsum(t)
-    # last position of each group of tied scores = one threshold
-    ends = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
-    tp_at = tp[ends]
-    precision = tp_at / (ends + 1)
-    recall = tp_at / n_pos
-    d_recall = np.diff(np.r_[0.0, recall])
-    return float((d_recall * precision).sum())
+    return float(average_precision_score(t, s))
 
 
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -184,15 +174,40 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
         labels: ``(N, K)`` multi-hot or ``(N,)`` int ids (one-hot).
     """
     s = _scores(scores)
-    y = to_multi_hot(labels, s.shape[1])
+    y = _multi_hot(labels, s.shape[1])
     if y.shape[0] != s.shape[0]:
         raise ValueError(f"{y.shape[0]} label rows for {s.shape[0]} score rows")
     aps = [average_precision(s[:, c], y[:, c]) for c in range(s.shape[1]) if y[:, c].any()]
     return float(np.mean(aps)) if aps else float("nan")
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A summary metric: ``fn(scores, labels[, k])``; ``labels`` it applies to; ``key``: the reported
+    name, with ``{k}`` for metrics computed per ``k`` (``top{k}`` -> ``top1``, ``top5``)."""
+
+    fn: Callable[..., float]
+    labels: Literal["single", "multi", "any"]
+    key: str
+
+    @property
+    def per_k(self) -> bool:
+        return "{k}" in self.key
+
+
+METRICS.register("top_k_accuracy", Metric(top_k_accuracy, "single", "top{k}"),
+                 help="top-k accuracy (single-label): top1, top5")
+METRICS.register("mean_class_accuracy", Metric(mean_class_accuracy, "single", "mean_class_accuracy"),
+                 help="mean over classes of the per-class top-1 recall (UCF101/HMDB51 tables)")
+METRICS.register("hit_at_k", Metric(hit_at_k, "multi", "hit_at_{k}"),
+                 help="Hit@k (multi-label: any of the top k is a label; Sports-1M): hit_at_1, hit_at_5")
+METRICS.register("mAP", Metric(mean_average_precision, "any", "mAP"),
+                 help="mean average precision over classes with a positive (FCVID)")
+
+
 def summarize(scores: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """The metrics a paper table would show, as one flat dict (``vidray eval --json``).
+    """The metrics a paper table would show, as one flat dict (``vidray eval --json``): every entry of
+    :data:`vidray.registry.METRICS` that applies to the labels, per ``k`` where it takes one.
 
     Single-label ``(N,)`` labels: ``top{k}`` for each ``k`` (capped at ``K``), ``mean_class_accuracy``,
     ``mAP``. Multi-hot ``(N, K)`` labels: ``hit_at_{k}`` (Hit@k; ``@`` is not allowed in MLflow
@@ -200,14 +215,15 @@ def summarize(scores: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1, 
     """
     s = _scores(scores)
     y = np.asarray(labels)
+    kind = "single" if y.ndim == 1 else "multi"
     ks = sorted({min(int(k), s.shape[1]) for k in topk})
     out: dict[str, float] = {"num_samples": float(s.shape[0])}
-    if y.ndim == 1:
-        for k in ks:
-            out[f"top{k}"] = top_k_accuracy(s, y, k)
-        out["mean_class_accuracy"] = mean_class_accuracy(s, y)
-    else:
-        for k in ks:
-            out[f"hit_at_{k}"] = hit_at_k(s, y, k)
-    out["mAP"] = mean_average_precision(s, y)
+    for _, m in METRICS.items():
+        if m.labels not in (kind, "any"):
+            continue
+        if m.per_k:
+            for k in ks:
+                out[m.key.format(k=k)] = m.fn(s, y, k)
+        else:
+            out[m.key] = m.fn(s, y)
     return out

@@ -1,53 +1,92 @@
 """Encode/decode single images to the bytes stored in Parquet cells.
 
-Encodings: ``jpeg`` (default for frames; ~12.5 KB per 224x224 frame at q90), ``png`` (lossless),
-``raw`` (the uint8 array's bytes, C order; the reader needs the shape from the row).
+Encodings (the table :data:`vidray.registry.IMAGE_ENCODINGS`; ``output.encoding`` and
+``output.flow_encoding``):
+
+========= ===============================================================================
+``jpeg``  default for frames; ~12.5 KB per 224x224 frame at quality 90
+``png``   lossless
+``raw``   the uint8 array's bytes, C order (the reader needs the shape from the row)
+========= ===============================================================================
 
 Arrays are ``(H, W, 3)`` RGB uint8 or ``(H, W)`` grayscale uint8. OpenCV's BGR order is handled here
-and nowhere else.
+and nowhere else: colour images are decoded straight to RGB (``IMREAD_COLOR_RGB``, no extra pass).
+This is the one image decoder of vidray: the ingest reader, the training loader and evaluation all
+call :func:`decode_image`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import cv2
 import numpy as np
 
-ENCODINGS = ("jpeg", "png", "raw")
+from vidray.registry import IMAGE_ENCODINGS
+
+Buffer = bytes | bytearray | memoryview | np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageCodec:
+    """``encode(img, quality) -> bytes`` and ``decode(buf, shape, gray) -> array`` of one encoding."""
+
+    encode: Callable[[np.ndarray, int], bytes]
+    decode: Callable[[np.ndarray, tuple[int, ...] | None, bool], np.ndarray]
+
+
+def _cv_encode(ext: str, params: Callable[[int], list[int]]) -> Callable[[np.ndarray, int], bytes]:
+    def encode(img: np.ndarray, quality: int) -> bytes:
+        arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+        ok, buf = cv2.imencode(ext, arr, params(quality))
+        if not ok:
+            raise RuntimeError(f"OpenCV failed to encode a {img.shape} image as {ext}")
+        return buf.tobytes()
+
+    return encode
+
+
+def _cv_decode(buf: np.ndarray, shape: tuple[int, ...] | None, gray: bool) -> np.ndarray:
+    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR_RGB)
+    if img is None:
+        raise ValueError(f"could not decode a {buf.size}-byte image")
+    return img
+
+
+def _raw_decode(buf: np.ndarray, shape: tuple[int, ...] | None, gray: bool) -> np.ndarray:
+    if shape is None:
+        raise ValueError("raw images need their shape")
+    return buf.reshape(shape)
+
+
+IMAGE_ENCODINGS.register(
+    "jpeg", ImageCodec(_cv_encode(".jpg", lambda q: [cv2.IMWRITE_JPEG_QUALITY, int(q)]), _cv_decode),
+    help="JPEG at output.jpeg_quality (default; ~12.5 KB per 224x224 frame at 90)")
+IMAGE_ENCODINGS.register(
+    "png", ImageCodec(_cv_encode(".png", lambda q: [cv2.IMWRITE_PNG_COMPRESSION, 1]), _cv_decode),
+    help="PNG, lossless")
+IMAGE_ENCODINGS.register(
+    "raw", ImageCodec(lambda img, q: np.ascontiguousarray(img).tobytes(), _raw_decode),
+    help="the uint8 array's bytes, C order (largest; no decoding cost)")
 
 
 def encode_image(img: np.ndarray, encoding: str = "jpeg", quality: int = 90) -> bytes:
     """Encode an ``(H, W, 3)`` RGB or ``(H, W)`` gray uint8 image to bytes."""
     if img.dtype != np.uint8 or img.ndim not in (2, 3):
         raise ValueError(f"expected uint8 (H,W) or (H,W,3) image, got {img.dtype} {img.shape}")
-    if encoding == "raw":
-        return np.ascontiguousarray(img).tobytes()
-    arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-    if encoding == "jpeg":
-        ok, buf = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    elif encoding == "png":
-        ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    else:
-        raise ValueError(f"unknown image encoding {encoding!r}; expected one of {ENCODINGS}")
-    if not ok:
-        raise RuntimeError(f"OpenCV failed to encode a {img.shape} image as {encoding}")
-    return buf.tobytes()
+    return IMAGE_ENCODINGS.get(encoding).encode(img, quality)
 
 
 def decode_image(
-    data: bytes, encoding: str = "jpeg", shape: tuple[int, ...] | None = None, gray: bool = False
+    data: Buffer, encoding: str = "jpeg", shape: tuple[int, ...] | None = None, gray: bool = False
 ) -> np.ndarray:
     """Decode bytes from :func:`encode_image` to ``(H, W, 3)`` RGB (or ``(H, W)`` with ``gray=True``).
 
-    ``shape`` is required for ``raw`` (``(H, W, 3)`` or ``(H, W)``).
+    ``data`` may be ``bytes`` or a uint8 numpy view (the loader passes zero-copy views of Arrow
+    buffers). ``shape`` is required for ``raw`` (``(H, W, 3)`` or ``(H, W)``); ``raw`` returns a
+    read-only view of ``data``.
     """
-    if encoding == "raw":
-        if shape is None:
-            raise ValueError("raw images need their shape")
-        return np.frombuffer(data, dtype=np.uint8).reshape(shape)
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown image encoding {encoding!r}; expected one of {ENCODINGS}")
-    flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
-    if img is None:
-        raise ValueError(f"could not decode {len(data)} bytes as {encoding}")
-    return img if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    codec = IMAGE_ENCODINGS.get(encoding)
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    return codec.decode(buf, shape, gray)

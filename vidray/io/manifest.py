@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidray.io.store import is_uri
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
 _UCF_LIST = re.compile(r"^(train|test)list(\d+)\.txt$")
 
@@ -76,16 +78,12 @@ def display_path(p: str) -> str:
     return p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _is_uri(p: str) -> bool:
-    return "://" in p and not p.startswith("file://")
-
-
 def resolve_path(path: str, root: str, explicit_root: bool) -> tuple[str, str]:
     """Resolve a manifest path against ``root``. Returns ``(open_path, error)``; ``error`` is empty when
     the path is acceptable, else a reason (the path escapes the root)."""
-    if _is_uri(path):
+    if is_uri(path):
         return path, ""
-    if _is_uri(root) and not os.path.isabs(path):
+    if is_uri(root) and not os.path.isabs(path):
         joined = root.rstrip("/") + "/" + path
         norm = os.path.normpath(path)
         if norm.startswith("..") or os.path.isabs(norm):
@@ -119,7 +117,7 @@ def _split_labels(raw) -> list[str]:
 
 def _default_id(path: str, root: str) -> str:
     p = path
-    if not _is_uri(p) and os.path.isabs(p):
+    if not is_uri(p) and os.path.isabs(p):
         try:
             p = os.path.relpath(p, root)
         except ValueError:
@@ -168,11 +166,28 @@ def _build(
     return Manifest(source, entries, classes, digest, root)
 
 
-def _read_csv(text: str) -> list[dict]:
+KNOWN_COLUMNS = ("path", "label", "labels", "split", "video_id")
+
+
+def _check_columns(source: str, fields: list[str]) -> None:
+    """Refuse a header with an unknown column (a typo such as ``lable`` would otherwise make every row
+    fail as "no label") or without ``path`` / a label column, naming what is accepted."""
+    unknown = [f for f in fields if f not in KNOWN_COLUMNS]
+    if unknown:
+        raise ValueError(f"manifest {source}: unknown column(s) {', '.join(map(repr, unknown))}; "
+                         f"the columns are {', '.join(KNOWN_COLUMNS)} (label or labels)")
+    if "path" not in fields:
+        raise ValueError(f"manifest {source}: no 'path' column (header: {', '.join(fields) or 'empty'})")
+    if "label" not in fields and "labels" not in fields:
+        raise ValueError(f"manifest {source}: no 'label' (or 'labels') column (header: {', '.join(fields)})")
+
+
+def _read_csv(text: str, source: str = "CSV") -> list[dict]:
     reader = csv.DictReader(io.StringIO(text))
     fields = [f.strip() for f in reader.fieldnames or []]
-    if "path" not in fields:
-        raise ValueError(f"CSV manifest needs a header with a 'path' column, got {fields}")
+    if not fields:
+        raise ValueError(f"manifest {source}: empty file (expected a header {','.join(KNOWN_COLUMNS[:4])})")
+    _check_columns(source, fields)
     rows = []
     for r in reader:
         r = {k.strip(): v for k, v in r.items() if k is not None}
@@ -194,8 +209,9 @@ def _read_jsonl(text: str, source: str) -> list[dict]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{source}:{n}: not valid JSON: {e}") from e
-        if "path" not in obj:
-            raise ValueError(f"{source}:{n}: object has no 'path'")
+        if not isinstance(obj, dict):
+            raise ValueError(f"{source}:{n}: expected a JSON object per line, got {type(obj).__name__}")
+        _check_columns(f"{source}:{n}", [str(k) for k in obj])
         labels = obj["labels"] if "labels" in obj else obj.get("label")
         rows.append({"path": str(obj["path"]), "labels": _split_labels(labels), "split": obj.get("split"),
                      "video_id": obj.get("video_id")})
@@ -262,7 +278,9 @@ def read_manifest(source: str | Path, root: str | Path | None = None) -> Manifes
     if src.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         rows = _read_jsonl(text, str(src))
     elif src.suffix.lower() in (".csv", ".tsv", ".txt"):
-        rows = _read_csv(text)
+        rows = _read_csv(text, str(src))
     else:
         raise ValueError(f"manifest {src}: unknown format (expected .csv, .jsonl, a folder, or a UCF101 list)")
+    if not rows:
+        raise ValueError(f"manifest {src}: no entries (a header and no rows)")
     return _build(str(src), rows, base, explicit_root, None, digest)

@@ -4,8 +4,8 @@
 >>> for video in ds.iter_videos(split="train"):          # doctest: +SKIP
 ...     video.frames.shape, video.flow.shape              # (T, H, W, 3), (T, 2L, Hf, Wf)
 
-Only committed parts are read (a clips part whose status part exists), so a reader never sees the
-leftovers of a crashed writer.
+Only committed parts are read (a clips part whose status part exists, :mod:`vidray.io.dataset`), so a
+reader never sees the leftovers of a crashed writer.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vidray.io import dataset as fmt
+from vidray.io.flowcodec import decode_flow_stack
 from vidray.io.imcodec import decode_image
-from vidray.io.schema import CLIP_SCHEMA, SCHEMA_VERSION
+from vidray.io.schema import CLIP_SCHEMA
+from vidray.io.store import Store
 
 
 @dataclass
@@ -32,7 +35,7 @@ class VideoRecord:
         frame_time_s: ``(T,)`` their times in seconds.
         frames: ``(T, H, W, 3)`` uint8 RGB.
         flow: ``(T, 2L, Hf, Wf)`` uint8 quantised flow (planes x1, y1, x2, y2, ...) or ``None``;
-            :func:`vidray.flow.dequantize_flow` turns it into pixels.
+            :func:`vidray.io.flowcodec.dequantize_flow` turns it into pixels.
         flow_meta: algorithm, bound, step, stack_length, encoding, height, width (or ``None``).
         meta: the source columns (src_fps, src_frames, duration_s, width, height, rotation, codec).
     """
@@ -60,8 +63,6 @@ def decode_flow_column(row: dict[str, Any]) -> np.ndarray | None:
     """``(T, 2L, Hf, Wf)`` uint8 from a row's ``flow`` cell (``None`` when flow is off)."""
     if row.get("flow") is None:
         return None
-    from vidray.flow import decode_flow_stack
-
     m = row["flow_meta"]
     stacks = [decode_flow_stack(b, m["encoding"], m["stack_length"], m["height"], m["width"]) for b in row["flow"]]
     return np.stack(stacks)
@@ -70,18 +71,10 @@ def decode_flow_column(row: dict[str, Any]) -> np.ndarray | None:
 class IngestDataset:
     """An ingest output folder (``clips/``, ``status/``, ``dataset.json``)."""
 
-    def __init__(self, out: str | Path):
-        from vidray.io.store import Store
-
-        self.store = Store(out)
+    def __init__(self, out: str | Path | Store):
+        self.store = fmt.as_store(out)
         self.out = self.store.uri
-        if not self.store.exists("dataset.json"):
-            raise FileNotFoundError(f"{self.out} is not an ingest output (no dataset.json)")
-        self.meta: dict = self.store.read_json("dataset.json")
-        if self.meta.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"{self.out}: schema version {self.meta.get('schema_version')} is not {SCHEMA_VERSION}; re-ingest it"
-            )
+        self.meta: dict = fmt.read_dataset_json(self.store)
 
     @property
     def classes(self) -> list[str]:
@@ -89,19 +82,16 @@ class IngestDataset:
 
     @property
     def files(self) -> list[str]:
-        """Committed clips parts."""
-        from vidray.ingest import clip_files
-
-        return clip_files(self.store)
+        """Committed clips parts (paths or URIs other tools can open)."""
+        return fmt.clip_files(self.store)
 
     def status(self) -> pa.Table:
-        from vidray.ingest import read_status
-
-        return read_status(self.store)
+        """The status table: one row per manifest entry."""
+        return fmt.read_status(self.store)
 
     def table(self, columns: list[str] | None = None, split: str | None = None) -> pa.Table:
         """All committed clip rows (optionally some columns / one split) as one Arrow table."""
-        parts = [pq.read_table(f, columns=columns, schema=CLIP_SCHEMA, filesystem=self._fs()) for f in self._paths()]
+        parts = [pq.read_table(f, columns=columns, schema=CLIP_SCHEMA, filesystem=self.store.fs) for f in self._paths()]
         t = pa.concat_tables(parts) if parts else CLIP_SCHEMA.empty_table()
         if columns is not None:
             t = t.select(columns)
@@ -113,16 +103,26 @@ class IngestDataset:
             t = t.filter(pc.equal(t["split"], split))
         return t
 
-    def iter_videos(self, split: str | None = None, decode: bool = True) -> Iterator[VideoRecord]:
-        """Videos in part order, chunks merged in ``chunk_index`` order, frames/flow decoded."""
-        rows: dict[str, list[dict]] = {}
+    def iter_tables(self, columns: list[str] | None = None, split: str | None = None) -> Iterator[pa.Table]:
+        """The committed clips parts one Arrow table at a time (some ``columns``, one ``split``)."""
+        import pyarrow.compute as pc
+
+        if columns is not None and split is not None and "split" not in columns:
+            columns = [*columns, "split"]
         for f in self._paths():
-            t = pq.read_table(f, schema=CLIP_SCHEMA, filesystem=self._fs())
-            for row in t.to_pylist():
-                if split is None or row["split"] == split:
-                    rows.setdefault(row["video_id"], []).append(row)
-        for vid, chunks in rows.items():
-            chunks.sort(key=lambda r: r["chunk_index"])
+            t = pq.read_table(f, columns=columns, schema=CLIP_SCHEMA, filesystem=self.store.fs)
+            yield t if split is None else t.filter(pc.equal(t["split"], split))
+
+    def iter_videos(self, split: str | None = None, decode: bool = True) -> Iterator[VideoRecord]:
+        """Videos in part order, chunks merged in ``chunk_index`` order (:func:`vidray.io.dataset.
+        group_chunks`, streaming), frames/flow decoded."""
+
+        def rows() -> Iterator[tuple[str, int, int, dict]]:
+            for t in self.iter_tables(split=split):
+                for row in t.to_pylist():
+                    yield row["video_id"], row["chunk_index"], row["num_chunks"], row
+
+        for chunks in fmt.group_chunks(rows()):
             yield self._record(chunks, decode)
 
     @staticmethod
@@ -139,14 +139,9 @@ class IngestDataset:
             frames=frames, flow=flow, flow_meta=r0["flow_meta"], meta=meta,
         )
 
-    def _fs(self):
-        return self.store.fs
-
     def _paths(self) -> list[str]:
         """Committed clips parts as paths on :attr:`store`'s filesystem."""
-        from vidray.ingest import committed_parts
-
-        return [self.store.path(c) for c, _ in committed_parts(self.store) if c is not None]
+        return [self.store.path(c) for c, _ in fmt.committed_parts(self.store) if c is not None]
 
     def ray_dataset(self, columns: list[str] | None = None):
         """A ``ray.data.Dataset`` over the committed clips parts (for training)."""

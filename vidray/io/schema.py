@@ -73,4 +73,3 @@ STATUS_SCHEMA = pa.schema(
     metadata={"vidray.schema_version": str(SCHEMA_VERSION)},
 )
 
-STATUS_VALUES = ("ok", "failed", "skipped")

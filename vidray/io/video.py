@@ -24,6 +24,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from vidray.io.store import is_uri
+from vidray.registry import DECODERS
+
 SEEK_COST_FRAMES = 8
 """A seek (container seek + decoder flush) costs about as much as decoding this many frames."""
 
@@ -73,11 +76,6 @@ class VideoInfo:
         return self.num_frames / max(len(self.keyframes), 1)
 
 
-def is_uri(path: str) -> bool:
-    """True for ``scheme://...`` paths other than ``file://``."""
-    return "://" in path and not path.startswith("file://")
-
-
 def _open_container(path: str):
     import av
 
@@ -106,7 +104,10 @@ def _video_stream(container, path: str):
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoDecodeError(path, f"no video stream (streams: {', '.join(kinds)})")
     stream = container.streams.video[0]
-    stream.thread_type = "NONE"  # parallelise across videos, not inside a decoder (MEASUREMENTS.md)
+    # Parallelise across videos, not inside a decoder: two single-threaded decoders in two processes
+    # measured ~1.9x one, threads inside one decoder 1.0-1.3x, and PyAV's own threads made
+    # to_ndarray ~3x slower (measured on a 2-core machine; rerun benchmarks/decode.py to check yours).
+    stream.thread_type = "NONE"
     stream.codec_context.thread_count = 1
     return stream
 
@@ -201,12 +202,13 @@ def probe(path: str) -> VideoInfo:
 
 
 def output_size(
-    width: int, height: int, short_side: int | None, max_long_side: int | None = None
+    width: int, height: int, short_side: int | None, max_long_side: int | None = None, *, upscale: bool = True
 ) -> tuple[int, int]:
     """``(width, height)`` after resizing the short side to ``short_side`` keeping the aspect ratio,
-    then capping the long side at ``max_long_side``. ``None`` keeps the source size."""
+    then capping the long side at ``max_long_side``. ``None`` keeps the source size; with
+    ``upscale=False`` a smaller source keeps its size (``short_side`` is an upper bound)."""
     w, h = float(width), float(height)
-    if short_side is not None:
+    if short_side is not None and (upscale or min(w, h) > short_side):
         s = short_side / min(w, h)
         w, h = w * s, h * s
     if max_long_side is not None and max(w, h) > max_long_side:
@@ -277,7 +279,7 @@ def iter_frames(
         size: output ``(width, height)`` in display orientation; ``None`` keeps the source size.
         info: the file's :class:`VideoInfo` if already probed (saves a demux pass).
         strategy: ``auto`` | ``sequential`` | ``seek`` (see :func:`plan_decode`).
-        backend: ``pyav`` (default) or ``decord``.
+        backend: a name in :data:`vidray.registry.DECODERS`: ``pyav`` (default) or ``decord``.
 
     Yields ``frame`` as uint8 ``(H, W, 3)`` RGB. Raises :class:`VideoDecodeError` when a requested
     frame cannot be decoded (truncated or corrupt stream), saying how far decoding got.
@@ -288,12 +290,7 @@ def iter_frames(
         return
     if want[0] < 0 or want[-1] >= info.num_frames:
         raise VideoDecodeError(path, f"frame index out of range 0..{info.num_frames - 1}")
-    if backend == "decord":
-        yield from _iter_decord(path, want, size, info)
-    elif backend == "pyav":
-        yield from _iter_pyav(path, want, size, info, strategy)
-    else:
-        raise ValueError(f"unknown decoder backend {backend!r} (pyav | decord)")
+    yield from DECODERS.get(backend)(path, want, size, info, strategy)
 
 
 def decode_frames(
@@ -352,7 +349,9 @@ def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
     return frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="BILINEAR").to_ndarray()
 
 
+@DECODERS.register("pyav")
 def _iter_pyav(path: str, want: np.ndarray, size, info: VideoInfo, strategy: str) -> Iterator[tuple[int, np.ndarray]]:
+    """PyAV (FFmpeg), one thread, adaptive seek / decode-through per wanted frame (default)."""
     import av
 
     plan = plan_decode(want, info.keyframes, strategy)
@@ -399,8 +398,10 @@ def _iter_pyav(path: str, want: np.ndarray, size, info: VideoInfo, strategy: str
         container.close()
 
 
-def _iter_decord(path: str, want: np.ndarray, size, info: VideoInfo, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
-    """decord ``get_batch`` in chunks of 32 (one batch over a long clip allocates GBs: MEASUREMENTS.md).
+@DECODERS.register("decord")
+def _iter_decord(path: str, want: np.ndarray, size, info: VideoInfo, strategy: str = "auto",
+                 chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
+    """decord ``get_batch`` in chunks of 32 frames (one batch over a 60 s clip allocated 1.2 GB here).
 
     decord counts frames in decode order of its own index; for constant-frame-rate files this is the
     presentation order used everywhere else.

@@ -1,4 +1,5 @@
-"""timm-style model registry: one decorated builder per variant.
+"""timm-style model registry: one decorated builder per variant (the table
+:data:`vidray.registry.MODELS`, which ``model.name`` / ``vidray train --model`` choose from).
 
 Contract shared by every registered model (so that training, evaluation and the registry tests treat
 them alike):
@@ -23,6 +24,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from vidray.registry import MODELS
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -45,9 +48,6 @@ class ModelInfo:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-_MODELS: dict[str, ModelInfo] = {}
-
-
 def register_model(
     fn: Callable[..., nn.Module] | None = None,
     *,
@@ -61,9 +61,9 @@ def register_model(
 
     def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or f.__name__
-        if key in _MODELS:
-            raise ValueError(f"model {key!r} is registered twice")
-        _MODELS[key] = ModelInfo(key, f, num_frames, tuple(input_size), paper, tuple(tags))
+        doc = (f.__doc__ or "").strip().splitlines()
+        MODELS.register(key, ModelInfo(key, f, num_frames, tuple(input_size), paper, tuple(tags)),
+                        help=(doc[0] if doc else paper))
         return f
 
     return deco(fn) if fn is not None else deco
@@ -71,15 +71,12 @@ def register_model(
 
 def list_models() -> list[str]:
     """Sorted names of every registered model."""
-    return sorted(_MODELS)
+    return sorted(MODELS.names())
 
 
 def model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of ``name``; ``KeyError`` lists the known names."""
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
+    """The :class:`ModelInfo` of ``name``; ``ValueError`` lists the registered names."""
+    return MODELS.get(name)
 
 
 def get_model_builder(name: str) -> Callable[..., nn.Module]:

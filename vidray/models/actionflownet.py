@@ -63,6 +63,7 @@ from torchvision.models import ResNet18_Weights, WeightsEnum, get_weight
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from vidray.models._registry import register_model
+from vidray.models.common import adapt_conv_in_channels, read_state_dict
 
 PAPER = "Ng, Choi, Neumann, Davis: ActionFlowNet, WACV 2018 (Sec. 3); Ng thesis ch. 4"
 
@@ -107,50 +108,11 @@ def resolve_weights(weights: Any, enum_cls: type[WeightsEnum] | None) -> tuple[s
     raise TypeError(f"weights must be None, a WeightsEnum, its name or a checkpoint path; got {type(weights)}")
 
 
-def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    """Load a plain state-dict checkpoint (``torch.load(..., weights_only=True)``).
-
-    Accepts a bare state dict or a dict wrapping it under ``"model"`` or ``"state_dict"`` (the layout of
-    torchvision's reference scripts).
-    """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(ckpt)}")
-    return ckpt
-
-
 def load_model_weights(model: nn.Module, resolved: tuple[str, Any] | None) -> nn.Module:
     """Load a whole-model checkpoint if ``resolved`` (from :func:`resolve_weights`) names one; strict."""
     if resolved is not None and resolved[0] == "checkpoint":
-        model.load_state_dict(read_checkpoint(resolved[1]), strict=True)
+        model.load_state_dict(read_state_dict(resolved[1]), strict=True)
     return model
-
-
-def adapt_conv_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A copy of ``conv`` taking ``in_channels`` inputs, initialised from its RGB filters.
-
-    Cross-modality initialisation (TSN): if ``in_channels`` is a multiple of 3 (e.g. a 6-channel frame
-    pair) the RGB filters are tiled and divided by the number of tiles, so a stack of identical frames
-    gives the original response; otherwise the filters are averaged over RGB and repeated.
-    """
-    if conv.in_channels == in_channels:
-        return conv
-    w = conv.weight.detach()
-    if in_channels % w.shape[1] == 0:
-        reps = in_channels // w.shape[1]
-        new_w = w.repeat(1, reps, 1, 1) / reps
-    else:
-        new_w = w.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=conv.bias is not None)
-    with torch.no_grad():
-        new.weight.copy_(new_w)
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
-    return new
 
 
 class StagedResNet2d(nn.Module):
@@ -219,7 +181,7 @@ def torchvision_resnet2d(name: str, *, weights: Any = None, in_channels: int = 3
         name: ``"resnet18"`` or ``"resnet50"``.
         weights: a torchvision weights enum member / name (downloaded by torchvision on first use), or
             ``None``. Whole-model checkpoints are loaded by the model builders, not here.
-        in_channels: input channels; conv1 is adapted with :func:`adapt_conv_in_channels`.
+        in_channels: input channels; conv1 is adapted with :func:`vidray.models.common.adapt_conv_in_channels`.
 
     The returned module has ``conv1, bn1, relu, maxpool, layer1..4`` and ``out_channels``.
     """

@@ -58,6 +58,8 @@ import torchvision
 from torchvision.models import WeightsEnum
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from vidray.models.common import adapt_conv_in_channels, read_state_dict
+
 __all__ = [
     "Backbone",
     "BackboneSpec",
@@ -308,25 +310,10 @@ def resolve_weights(weights: WeightsLike, backbone: str | None = None) -> Weight
 
 
 def load_checkpoint_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a local checkpoint with ``torch.load(path, map_location="cpu", weights_only=True)``.
-
-    Accepts a plain state dict or a dict holding it under ``"state_dict"`` or ``"model"``; strips the
-    ``module.`` prefix of (D)DP-wrapped models and the ``body.`` prefix of a saved :class:`Backbone`, so
-    keys come out in torchvision's naming.
-    """
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    out = {}
-    for k, v in obj.items():
-        for prefix in ("module.", "body."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
+    """A local checkpoint's state dict (:func:`vidray.models.common.read_state_dict`) with the ``module.``
+    prefix of (D)DP-wrapped models and the ``body.`` prefix of a saved :class:`Backbone` stripped, so keys
+    come out in torchvision's naming."""
+    return read_state_dict(path, strip_prefixes=("module.", "body."))
 
 
 def _get_submodule_parent(model: nn.Module, dotted: str) -> tuple[nn.Module, str]:
@@ -335,29 +322,16 @@ def _get_submodule_parent(model: nn.Module, dotted: str) -> tuple[nn.Module, str
 
 
 def adapt_first_conv(model: nn.Module, first_conv: str, in_channels: int, *, pretrained: bool) -> None:
-    """Replace ``model.<first_conv>`` by a conv taking ``in_channels`` inputs (in place).
-
-    With ``pretrained=True`` the new filters are the old ones averaged over their input channels and
-    replicated ``in_channels`` times (TSN cross-modality init); otherwise the new conv keeps PyTorch's
-    default init. A no-op when the conv already has ``in_channels`` inputs.
+    """Replace ``model.<first_conv>`` by a conv taking ``in_channels`` inputs (in place), by the rule of
+    :func:`vidray.models.common.adapt_conv_in_channels` for a non-RGB input (a flow stack): with
+    ``pretrained=True`` the filters averaged over RGB and replicated (TSN cross-modality init), else
+    PyTorch's default init. A no-op when the conv already has ``in_channels`` inputs.
     """
     parent, attr = _get_submodule_parent(model, first_conv)
     old = getattr(parent, attr)
     if not isinstance(old, nn.Conv2d):
         raise TypeError(f"{first_conv} is {type(old).__name__}, not Conv2d")
-    if old.in_channels == in_channels:
-        return
-    new = nn.Conv2d(
-        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
-        old.groups, old.bias is not None, old.padding_mode,
-    )  # fmt: skip
-    if pretrained:
-        with torch.no_grad():
-            mean = old.weight.mean(dim=1, keepdim=True)
-            new.weight.copy_(mean.expand(-1, in_channels, -1, -1))
-            if old.bias is not None:
-                new.bias.copy_(old.bias)
-    setattr(parent, attr, new)
+    setattr(parent, attr, adapt_conv_in_channels(old, in_channels, pretrained=pretrained, stacked_rgb=False))
 
 
 def build_network(

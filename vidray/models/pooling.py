@@ -27,7 +27,7 @@ fill a window are dropped (as an unpadded pooling/convolution does).
 
 The LSTM predicts every frame: ``frame_logits`` ``(B, T, K)``; ``logits`` aggregates them
 (``aggregate="mean"`` default, ``"last"``, ``"max"``, or ``"gain"``: frame log-probabilities weighted by the
-linear gain ``g_t = t / (T - 1)`` of the thesis, :func:`vidray.train.losses.lstm_gain`, which trusts later
+linear gain ``g_t = t / (T - 1)`` of the thesis, :func:`vidray.models.common.lstm_gain`, which trusts later
 frames more).
 
 Flow stream: ``in_channels=2L`` (stacked flow) or 3 for the thesis' 3-channel flow image (x, y, magnitude
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from vidray.models._registry import register_model
 from vidray.models.backbones import Backbone, WeightsLike, build_backbone
-from vidray.train.losses import gain_weighted_scores
+from vidray.models.common import gain_weighted_scores
 
 __all__ = [
     "FramePoolingNet",

@@ -34,55 +34,32 @@ import torch.nn as nn
 
 from vidray.config import TrainConfig
 from vidray.data.loader import ClipCollate, ClipSpec, flow_target, normalize_batch
-from vidray.train.checkpoint import (
+from vidray.eval.aggregate import activate, aggregate_by_video
+from vidray.eval.metrics import summarize
+from vidray.io.labels import multi_hot
+from vidray.io.checkpoint import (
     epoch_dir_name,
+    epoch_of_dir,
+    latest_checkpoint,
     load_checkpoint,
     make_state,
     prune_checkpoints,
     save_checkpoint,
 )
+from vidray.recipe import build_model, clip_spec, is_multilabel
 from vidray.train.objective import compute_loss
 from vidray.train.optim import apply_phase, build_optimizer, build_scheduler, frozen_modules, phase_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_func_per_worker", "clip_spec", "build_model", "FAULT_MARKER"]
+__all__ = ["train_func_per_worker", "FAULT_MARKER"]
 
 FAULT_MARKER = "fault_injected"
 
 
 # --------------------------------------------------------------------------------------------
-# pieces shared with evaluation
+# device
 # --------------------------------------------------------------------------------------------
-def clip_spec(cfg: TrainConfig, num_classes: int, train: bool) -> ClipSpec:
-    """The :class:`ClipSpec` of a (resolved: ``sampler.num_frames`` set) config."""
-    if cfg.sampler.num_frames is None:
-        raise ValueError("sampler.num_frames is not resolved (run_training sets it from the model)")
-    a = cfg.augment
-    return ClipSpec(
-        sampler=cfg.sampler.name, num_frames=cfg.sampler.num_frames, frame_interval=cfg.sampler.frame_interval,
-        modality=cfg.input.modality, num_classes=num_classes, train=train, crop_size=a.crop_size,
-        scales=tuple(a.scales), max_distort=a.max_distort, flip_ratio=a.flip_ratio,
-        color_jitter=tuple(a.color_jitter) if a.color_jitter else None, resize_short=a.resize_short,
-        jitter_on_device=cfg.ray.use_gpu,  # free on a GPU; on CPU the uint8 version in the read task is cheaper
-    )  # fmt: skip
-
-
-def input_channels(modality: str, stack_length: int) -> int:
-    """``C`` of the model input: 3 for RGB (``rgb``, ``rgb+flow``), ``2L`` for the flow stream."""
-    return 2 * int(stack_length) if modality == "flow" else 3
-
-
-def build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> nn.Module:
-    """``create_model(cfg.model.name, num_classes=K, in_channels=C, **cfg.model.kwargs)``."""
-    from vidray.models import create_model
-
-    kwargs = dict(cfg.model.kwargs)
-    kwargs.pop("num_classes", None)
-    kwargs.pop("in_channels", None)
-    return create_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels, **kwargs)
-
-
 def _autocast(cfg: TrainConfig, device: torch.device):
     """bf16/fp16 autocast on CUDA only; a no-op context on CPU (CPU training runs in fp32)."""
     if device.type != "cuda" or cfg.precision == "fp32":
@@ -143,22 +120,24 @@ class _Tracker:
         except Exception as e:  # optional nicety; the params above carry the same facts
             log.debug("mlflow.log_input skipped: %s", e)
 
+    def _logged_epochs(self) -> set[int]:
+        if not hasattr(self, "_logged"):
+            self._logged = {int(m.step) for m in self.client.get_metric_history(self.run_id, "train_loss")}
+        return self._logged
+
     def backfill(self, history: list[dict[str, Any]]) -> None:
         """Log epochs of a resumed run's history that MLflow missed (killed between report and log)."""
-        if not self.on or not history:
-            return
-        from vidray.tracking import log_epoch_metrics
-
-        logged = {m.step for m in self.client.get_metric_history(self.run_id, "train_loss")}
-        for h in history:
-            if int(h["epoch"]) not in logged:
-                log_epoch_metrics(h, int(h["epoch"]), run_id=self.run_id)
+        for h in history if self.on else []:
+            self.log_epoch(h, int(h["epoch"]))
 
     def log_epoch(self, metrics: dict[str, Any], epoch: int) -> None:
-        if self.on:
+        """The metrics of one epoch at ``step=epoch``, once: a step already in the run (a resumed run that
+        repeats an epoch) is not logged again."""
+        if self.on and int(epoch) not in self._logged_epochs():
             from vidray.tracking import log_epoch_metrics
 
             log_epoch_metrics(metrics, epoch, run_id=self.run_id)
+            self._logged.add(int(epoch))
 
     def log_metric(self, key: str, value: float, step: int) -> None:
         if self.on:
@@ -210,15 +189,12 @@ def _broadcast(obj: Any, world: int) -> Any:
     return box[0]
 
 
-def _wrap_ddp(model: nn.Module, world: int, device: torch.device, find_unused: bool) -> nn.Module:
-    """DDP over the bare model (re-created after a freeze phase change: DDP records which parameters
-    need gradients when it is built)."""
-    if not _dist_on(world):
-        return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
+def _wrap_ddp(model: nn.Module, device: torch.device, find_unused: bool) -> nn.Module:
+    """``ray.train.torch.prepare_model`` over the bare model: DDP when there are several workers (it is
+    re-created after a freeze phase change: DDP records which parameters need gradients when built)."""
+    from ray.train.torch import prepare_model
 
-    ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids, find_unused_parameters=find_unused)
+    return prepare_model(model, move_to_device=device, parallel_strategy_kwargs={"find_unused_parameters": find_unused})
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +202,7 @@ def _wrap_ddp(model: nn.Module, world: int, device: torch.device, find_unused: b
 # --------------------------------------------------------------------------------------------
 def _train_epoch(net: nn.Module, model: nn.Module, shard: Any, collate: ClipCollate | None, opt: torch.optim.Optimizer,
                  scaler: Any, cfg: TrainConfig, device: torch.device, world: int, rank: int, epoch: int,
-                 run_dir: Path, local_mode: bool) -> dict[str, float]:  # fmt: skip
+                 run_dir: Path, local_mode: bool, progress: "_Progress | None" = None) -> dict[str, float]:  # fmt: skip
     """One pass over this worker's shard (``collate`` decodes the sampled JPEGs here when
     ``input.decode_in: workers``; else the batches arrive decoded). Returns summed-over-ranks
     ``train_loss`` / ``train_top1`` and this rank's throughput."""
@@ -274,6 +250,8 @@ def _train_epoch(net: nn.Module, model: nn.Module, shard: Any, collate: ClipColl
         steps += 1
         ta = time.perf_counter()
         t_step += ta - tb
+        if progress is not None:
+            progress.step(epoch, steps, loss_sum / max(n, 1), n / max(ta - t0, 1e-9))
         _maybe_fault(cfg, rank, epoch, steps, run_dir, local_mode)
         if cfg.debug.max_steps_per_epoch and steps >= cfg.debug.max_steps_per_epoch:
             break
@@ -317,9 +295,6 @@ def _validate(model: nn.Module, shard: Any, spec: ClipSpec, cfg: TrainConfig, de
     Returns ``(metrics, scores)``; ``scores`` (rank 0 only) holds ``video_ids``, ``scores`` ``(V, K)``,
     ``labels`` for the .npz and the confusion matrix.
     """
-    from vidray.eval.aggregate import activate
-    from vidray.eval.metrics import summarize
-
     model.eval()
     collate = ClipCollate(spec, seed=cfg.seed, rank=rank, world_size=world, shard_by_video=True, video_ids=val_ids)
     loss_sum = n = 0.0
@@ -350,13 +325,16 @@ def _validate(model: nn.Module, shard: Any, spec: ClipSpec, cfg: TrainConfig, de
         idx = np.concatenate([p[0] for p in parts])
         logits = np.concatenate([p[1] for p in parts])
         tot_loss, tot_n = sum(p[2] for p in parts), sum(p[3] for p in parts)
-        multi = cfg.loss.name == "bce"
+        multi = is_multilabel(cfg)
         probs = activate(logits, "sigmoid" if multi else "softmax")
-        seen = np.unique(idx[idx >= 0])
-        vs = np.stack([probs[idx == i].mean(axis=0) for i in seen]) if seen.size else np.zeros((0, k))
+        keep = idx >= 0
+        if keep.any():  # a video's rows (its chunks) averaged, in order of first appearance
+            seen, vs = aggregate_by_video(probs[keep], idx[keep], "mean", "none")
+        else:
+            seen, vs = np.zeros(0, np.int64), np.zeros((0, k))
         labels_l = [val_labels[i] for i in seen]
         if multi:
-            y = to_multi_hot_lists(labels_l, k)
+            y = multi_hot(labels_l, k, dtype=np.int64)
         else:
             y = np.array([ls[0] if ls else -1 for ls in labels_l], np.int64)
             keep = y >= 0
@@ -369,19 +347,124 @@ def _validate(model: nn.Module, shard: Any, spec: ClipSpec, cfg: TrainConfig, de
     return metrics, scores
 
 
-def to_multi_hot_lists(labels: list[list[int]], k: int) -> np.ndarray:
-    """Label lists -> ``(N, K)`` int multi-hot."""
-    y = np.zeros((len(labels), k), np.int64)
-    for i, ls in enumerate(labels):
-        for c in ls:
-            if 0 <= c < k:
-                y[i, c] = 1
-    return y
-
-
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
+class _Progress:
+    """Rank 0 tells the driver's progress bar (a :class:`vidray.console.ProgressBoard` actor) where the
+    run is, at most twice a second; fire-and-forget, so a lost board never stops training."""
+
+    def __init__(self, board: Any, start_epoch: int) -> None:
+        self.board, self.last, self.total_steps = board, 0.0, 0
+        self.start_epoch = start_epoch
+
+    def step(self, epoch: int, steps: int, loss: float, clips_per_s: float) -> None:
+        self.total_steps += 1
+        now = time.perf_counter()
+        if now - self.last >= 0.5:
+            self.last = now
+            self.board.set.remote(steps=self.total_steps, epoch=epoch + 1, epoch_step=steps, loss=round(loss, 4),
+                                  clips_per_s=round(clips_per_s, 1))  # fmt: skip
+
+    def epoch_done(self, metrics: dict[str, Any]) -> None:
+        self.board.set.remote(steps=self.total_steps, epochs_done=int(metrics["epoch"]),
+                              **{k: round(float(v), 4) for k, v in metrics.items()
+                                 if k in ("train_loss", "val_top1", "val_mAP", "val_loss")})  # fmt: skip
+
+
+@dataclasses.dataclass
+class _Worker:
+    """Everything one worker trains with (built by :func:`_setup`)."""
+
+    cfg: TrainConfig
+    config: dict[str, Any]
+    run_dir: Path
+    classes: list[str]
+    rank: int
+    world: int
+    device: torch.device
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    local_mode: bool
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return len(self.classes)
+
+
+def _setup(config: dict[str, Any]) -> _Worker:
+    """Model, optimizer, schedule on this worker's device; resumed from the run's checkpoint if any
+    (Ray Train's after a worker-group restart, else ``config["resume_from"]``)."""
+    import ray.train
+
+    cfg = TrainConfig.model_validate(config["train_config"])
+    ctx = ray.train.get_context()
+    if cfg.ray.use_gpu and torch.cuda.is_available():
+        import ray.train.torch as rtt
+
+        device = rtt.get_device()
+    else:
+        device = torch.device("cpu")
+    classes = list(config["classes"])
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(cfg, len(classes), int(config["in_channels"])).to(device)
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    w = _Worker(
+        cfg=cfg, config=config, run_dir=Path(config["run_dir"]), classes=classes, rank=ctx.get_world_rank(),
+        world=ctx.get_world_size(), device=device, model=model, opt=opt,
+        sched=build_scheduler(opt, cfg.schedule, cfg.epochs),
+        scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.precision == "fp16" else None,
+        local_mode=bool(config.get("local_mode")),
+    )  # fmt: skip
+    ckpt = _resume_point(ray.train.get_checkpoint(), w.run_dir, config.get("resume_from"))
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = load_checkpoint(d, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        w.sched.load_state_dict(state["scheduler"])
+        if w.scaler is not None and state.get("scaler"):
+            w.scaler.load_state_dict(state["scaler"])
+        w.start_epoch, w.history = int(state["epoch"]), list(state.get("history") or [])
+        log.info("rank %d: resumed from %s at epoch %d", w.rank, ckpt.path, w.start_epoch)
+    return w
+
+
+def _resume_point(ray_ckpt: Any, run_dir: Path, resume_from: str | None) -> Any:
+    """The checkpoint to continue from: the one with the most completed epochs among Ray Train's (after
+    a worker-group restart), the run folder's newest complete one NOW (:func:`vidray.io.checkpoint.
+    latest_checkpoint`, the rule the driver announces) and the driver's ``resume_from``.
+
+    Ray Train keeps its own list of reported checkpoints (``checkpoint_manager_snapshot.json``); after
+    a Ctrl-C the workers may still write epochs the controller never recorded, so Ray's list can lag
+    the run folder: trusting it alone resumed an older epoch than the one announced and logged MLflow
+    steps twice."""
+    from ray.train import Checkpoint
+
+    cands = [c for c in (ray_ckpt, latest_checkpoint(run_dir), resume_from) if c is not None]
+    cands = [c if isinstance(c, Checkpoint) else Checkpoint(str(c)) for c in cands]
+    if not cands:
+        return None
+    return max(cands, key=lambda c: epoch_of_dir(Path(c.path).name))
+
+
+def _checkpoint_state(w: _Worker, epoch: int, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Rank 0: the ``checkpoint.pt`` dict after ``epoch`` completed epochs (other ranks: None)."""
+    if w.rank != 0:
+        return None
+    return make_state(
+        model=w.model.state_dict(), optimizer=w.opt.state_dict(), scheduler=w.sched.state_dict(),
+        scaler=w.scaler.state_dict() if w.scaler is not None else None, epoch=epoch,
+        config=w.cfg.model_dump(mode="json"), model_name=w.cfg.model.name, num_classes=w.k,
+        in_channels=int(w.config["in_channels"]), classes=w.classes, data=w.config.get("data") or {},
+        metrics=metrics, history=w.history, mlflow_run_id=w.config.get("mlflow_run_id"),
+    )  # fmt: skip
+
+
 def train_func_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Train one worker's part of a run (Ray Train's ``train_loop_per_worker``).
 
@@ -391,107 +474,69 @@ def train_func_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     ``local_mode`` (``--workers 0``: this process is the driver and persists its own checkpoints),
     ``score_attribute``, ``score_order``.
 
-    Returns (local mode) ``{"checkpoint": path, "metrics": ...}`` of the last epoch.
+    Returns ``{"metrics": ..., "epochs": ...}`` of the last epoch.
     """
     import ray.train
-    from ray.train import Checkpoint
 
-    cfg = TrainConfig.model_validate(config["train_config"])
-    run_dir = Path(config["run_dir"])
-    classes: list[str] = list(config["classes"])
-    k = len(classes)
-    local_mode = bool(config.get("local_mode"))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if cfg.ray.use_gpu and torch.cuda.is_available():
-        import ray.train.torch as rtt
-
-        device = rtt.get_device()
-    else:
-        device = torch.device("cpu")
-
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_model(cfg, k, int(config["in_channels"])).to(device)
-    opt = build_optimizer(model.parameters(), cfg.optim)
-    sched = build_scheduler(opt, cfg.schedule, cfg.epochs)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.precision == "fp16" else None
-
-    start_epoch, history = 0, []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None and config.get("resume_from"):
-        ckpt = Checkpoint(str(config["resume_from"]))
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = load_checkpoint(d, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, history = int(state["epoch"]), list(state.get("history") or [])
-        log.info("rank %d: resumed from %s at epoch %d", rank, ckpt.path, start_epoch)
-
-    tracker = _Tracker(rank == 0, config.get("tracking_uri"), config.get("mlflow_run_id"), run_dir)
+    w = _setup(config)
+    cfg, k = w.cfg, w.k
+    tracker = _Tracker(w.rank == 0, config.get("tracking_uri"), config.get("mlflow_run_id"), w.run_dir)
     try:
-        tracker.log_setup(cfg, config.get("data") or {}, classes)
-        if start_epoch > 0:
-            tracker.backfill(history)
-            tracker.log_metric("resumed_at_epoch", float(start_epoch), step=start_epoch)
-
+        tracker.log_setup(cfg, config.get("data") or {}, w.classes)
+        if w.start_epoch > 0:
+            tracker.backfill(w.history)
+            tracker.log_metric("resumed_at_epoch", float(w.start_epoch), step=w.start_epoch)
         train_shard = ray.train.get_dataset_shard("train")
-        has_val = bool(config.get("val_video_ids"))
-        val_shard = ray.train.get_dataset_shard("val") if has_val else None
+        val_ids, val_labels = list(config.get("val_video_ids") or []), list(config.get("val_labels") or [])
+        val_shard = ray.train.get_dataset_shard("val") if val_ids else None
         # the datasets already cut each row to one sample (select_frames in the read tasks)
         train_spec = dataclasses.replace(clip_spec(cfg, k, True), presampled=True)
         val_spec = dataclasses.replace(clip_spec(cfg, k, False), presampled=True)
-        val_ids, val_labels = list(config.get("val_video_ids") or []), list(config.get("val_labels") or [])
 
-        net, net_phase = model, None
+        def validate() -> tuple[dict[str, float], dict | None]:
+            return _validate(w.model, val_shard, val_spec, cfg, w.device, w.rank, w.world, val_ids, val_labels, k)
+
+        board = config.get("progress_board")
+        progress = _Progress(board, w.start_epoch) if board is not None and w.rank == 0 else None
+        net, net_phase = w.model, None
         last_val: dict | None = None  # rank 0: the latest validation scores
         validated = False  # every rank: whether the final model was validated (same on all ranks)
         metrics: dict[str, float] = {}
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(w.start_epoch, cfg.epochs):
             phase = phase_of(epoch, cfg.freeze) if cfg.freeze.epochs else 2
             if phase != net_phase:
                 if cfg.freeze.epochs:
-                    frozen = apply_phase(model, phase, cfg.freeze)
-                    if rank == 0:
+                    frozen = apply_phase(w.model, phase, cfg.freeze)
+                    if w.rank == 0:
                         log.info("epoch %d: phase %d, %d frozen parameter tensors", epoch + 1, phase, len(frozen))
-                net, net_phase = _wrap_ddp(model, world, device, cfg.ray.find_unused_parameters), phase
-            lr = float(opt.param_groups[0]["lr"])
+                net, net_phase = _wrap_ddp(w.model, w.device, cfg.ray.find_unused_parameters), phase
+            lr = float(w.opt.param_groups[0]["lr"])
             # decode_in=read_tasks: the rows arrive decoded and augmented (decode_augment_fn)
-            collate = (ClipCollate(train_spec, seed=cfg.seed, rank=rank, world_size=world, epoch=epoch)
+            collate = (ClipCollate(train_spec, seed=cfg.seed, rank=w.rank, world_size=w.world, epoch=epoch)
                        if cfg.input.decode_in == "workers" else None)  # fmt: skip
             t0 = time.perf_counter()
-            stats = _train_epoch(net, model, train_shard, collate, opt, scaler, cfg, device, world, rank, epoch,
-                                 run_dir, local_mode)  # fmt: skip
-            sched.step()
-            metrics = {"epoch": epoch + 1, "lr": lr, "phase": phase, "world_size": world, **stats}
-            if has_val:
-                vm, scores = _validate(model, val_shard, val_spec, cfg, device, rank, world, val_ids, val_labels, k)
+            stats = _train_epoch(net, w.model, train_shard, collate, w.opt, w.scaler, cfg, w.device, w.world,
+                                 w.rank, epoch, w.run_dir, w.local_mode, progress)  # fmt: skip
+            w.sched.step()
+            metrics = {"epoch": epoch + 1, "lr": lr, "phase": phase, "world_size": w.world, **stats}
+            if val_shard is not None:
+                vm, last_val = validate()
                 metrics.update(vm)
-                last_val, validated = scores, True
+                validated = True
             metrics["epoch_s"] = time.perf_counter() - t0
-            history.append(dict(metrics))
-            state = None
-            if rank == 0:
-                state = make_state(
-                    model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                    scaler=scaler.state_dict() if scaler is not None else None, epoch=epoch + 1,
-                    config=cfg.model_dump(mode="json"), model_name=cfg.model.name, num_classes=k,
-                    in_channels=int(config["in_channels"]), classes=classes, data=config.get("data") or {},
-                    metrics=metrics, history=history, mlflow_run_id=config.get("mlflow_run_id"),
-                )  # fmt: skip
-            _report(metrics, state, epoch + 1, run_dir, local_mode, cfg, config)
+            w.history.append(dict(metrics))
+            _report(metrics, _checkpoint_state(w, epoch + 1, metrics), epoch + 1, w.run_dir, w.local_mode, cfg, config)
             tracker.log_epoch(metrics, epoch + 1)
-            if rank == 0:
+            if progress is not None:
+                progress.epoch_done(metrics)
+            if w.rank == 0:
                 log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                          " ".join(f"{kk}={v:.4g}" for kk, v in metrics.items() if isinstance(v, float)))  # fmt: skip
 
-        if has_val and not validated:  # resumed after the last epoch: score the final model once
-            _, last_val = _validate(model, val_shard, val_spec, cfg, device, rank, world, val_ids, val_labels, k)
-        if rank == 0:
-            _final_artifacts(tracker, cfg, history, last_val, classes, run_dir, config)
+        if val_shard is not None and not validated:  # resumed after the last epoch: score the final model once
+            _, last_val = validate()
+        if w.rank == 0:
+            _final_artifacts(tracker, cfg, w.history, last_val, w.classes, w.run_dir, config)
             tracker.end("FINISHED")
         return {"metrics": metrics, "epochs": cfg.epochs}
     except BaseException:
@@ -555,7 +600,7 @@ def _final_artifacts(tracker: _Tracker, cfg: TrainConfig, history: list[dict], l
         if fl is not None:
             plot_flow_grid(fl["flow"], out / "flow_samples.png", fl["images"], artifact_path=art, titles=fl["titles"])
     if cfg.tracking.log_model:
-        from vidray.train.checkpoint import latest_checkpoint
+        from vidray.io.checkpoint import latest_checkpoint
 
         last = latest_checkpoint(run_dir)
         if last is not None:

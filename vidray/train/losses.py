@@ -21,6 +21,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from vidray.io.labels import multi_hot
+from vidray.models.common import lstm_gain
+
 
 def endpoint_error(pred: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """End-point error between two flow fields ``(B, ..., 2, H, W)`` (pixels).
@@ -107,19 +110,6 @@ def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, flow_pred: torch.
     return {"loss": ce + lam * epe, "ce": ce, "epe": epe}
 
 
-def lstm_gain(num_frames: int, device: torch.device | str | None = None,
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The gain ``g`` of "Beyond Short Snippets": linear from 0 to 1 over the frames, ``g_t = t / (T - 1)``.
-
-    Returns ``(T,)``; ``T = 1`` gives ``[1.0]``. Later frames, which have seen more of the video, weigh more.
-    """
-    if num_frames < 1:
-        raise ValueError("num_frames must be >= 1")
-    if num_frames == 1:
-        return torch.ones(1, device=device, dtype=dtype)
-    return torch.arange(num_frames, device=device, dtype=dtype) / (num_frames - 1)
-
-
 def gain_weighted_cross_entropy(frame_logits: torch.Tensor, labels: torch.Tensor,
                                 gain: torch.Tensor | None = None) -> torch.Tensor:
     """Per-frame cross-entropy weighted by ``g``: ``sum_t g_t CE_t / sum_t g_t``, averaged over the batch.
@@ -135,29 +125,12 @@ def gain_weighted_cross_entropy(frame_logits: torch.Tensor, labels: torch.Tensor
     return ((ce * g).sum(dim=1) / g.sum()).mean()
 
 
-def gain_weighted_scores(frame_scores: torch.Tensor, gain: torch.Tensor | None = None,
-                         softmax: bool = False) -> torch.Tensor:
-    """g-weighted inference: ``sum_t g_t s_t / sum_t g_t`` over ``frame_scores`` ``(B, T, K)`` -> ``(B, K)``.
-
-    ``softmax=True`` averages the per-frame softmax probabilities instead of the raw scores.
-    """
-    s = frame_scores.softmax(dim=-1) if softmax else frame_scores
-    t = s.shape[1]
-    g = lstm_gain(t, s.device, s.dtype) if gain is None else gain.to(s)
-    return (s * g.view(1, t, 1)).sum(dim=1) / g.sum()
-
-
 def to_multi_hot(labels: Sequence[Sequence[int]] | torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Label lists (one list of class indices per video) -> ``(B, num_classes)`` float multi-hot targets."""
+    """Label lists (one list of class indices per video) -> ``(B, num_classes)`` float multi-hot targets
+    (:func:`vidray.io.labels.multi_hot` as a tensor; a ``(B, K)`` tensor is returned as float)."""
     if torch.is_tensor(labels) and labels.dim() == 2 and labels.shape[1] == num_classes:
         return labels.float()
-    out = torch.zeros(len(labels), num_classes)
-    for i, ls in enumerate(labels):
-        idx = torch.as_tensor(list(ls), dtype=torch.long)
-        if idx.numel() and (idx.min() < 0 or idx.max() >= num_classes):
-            raise ValueError(f"label out of range [0, {num_classes}) in row {i}: {list(ls)}")
-        out[i, idx] = 1.0
-    return out
+    return torch.from_numpy(multi_hot(labels, num_classes))
 
 
 def multilabel_bce(logits: torch.Tensor, targets: torch.Tensor | Sequence[Sequence[int]],

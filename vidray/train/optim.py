@@ -1,5 +1,8 @@
 """Optimizer, learning-rate schedule and two-phase (freeze, then fine-tune) set-up from a TrainConfig.
 
+Optimizers and schedules are the tables :data:`vidray.registry.OPTIMIZERS` (``optim.name``) and
+:data:`vidray.registry.SCHEDULES` (``schedule.name``).
+
 All pure functions of the config and the model; the schedule is stepped once per epoch, so a resumed
 run that loads the scheduler's state continues the same curve.
 """
@@ -12,51 +15,80 @@ import torch
 import torch.nn as nn
 
 from vidray.config import FreezeConfig, OptimConfig, ScheduleConfig
+from vidray.registry import OPTIMIZERS, SCHEDULES
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_at_epoch", "phase_of", "apply_phase", "frozen_modules"]
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov, weight decay) or Adam/AdamW over ``params`` at ``cfg.lr``.
+@OPTIMIZERS.register("sgd")
+def _sgd(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (Nesterov optional) and weight decay (the papers)"""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)  # fmt: skip
 
-    Frozen parameters may be included: they get no gradient, and both optimizers skip parameters
+
+@OPTIMIZERS.register("adam")
+def _adam(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam (weight decay as L2 in the gradient)"""
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay)"""
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.name`` (:data:`vidray.registry.OPTIMIZERS`) over ``params`` at ``cfg.lr``.
+
+    Frozen parameters may be included: they get no gradient, and every optimizer here skips parameters
     whose ``grad`` is ``None`` (so their weight decay is not applied either).
     """
-    params = list(params)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)  # fmt: skip
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.name!r}")
+    return OPTIMIZERS.get(cfg.name)(list(params), cfg)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch schedule (``scheduler.step()`` after each epoch).
+_sched = torch.optim.lr_scheduler
 
-    ``step``: ``MultiStepLR(milestones, gamma)``; ``exponential``: ``ExponentialLR(gamma)``; ``cosine``:
-    ``CosineAnnealingLR(T_max = epochs - warmup_epochs, eta_min = min_lr)``; ``constant``. With
-    ``warmup_epochs > 0`` a ``LinearLR`` from ``warmup_factor`` to 1 runs first (``SequentialLR``);
+
+@SCHEDULES.register("step")
+def _step(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int) -> _sched.LRScheduler:
+    """multiply by gamma at each epoch in milestones"""
+    w = cfg.warmup_epochs
+    return _sched.MultiStepLR(opt, milestones=[m - w for m in cfg.milestones if m - w > 0], gamma=cfg.gamma)
+
+
+@SCHEDULES.register("exponential")
+def _exponential(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int) -> _sched.LRScheduler:
+    """multiply by gamma every epoch"""
+    return _sched.ExponentialLR(opt, gamma=cfg.gamma)
+
+
+@SCHEDULES.register("cosine")
+def _cosine(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int) -> _sched.LRScheduler:
+    """cosine from lr to min_lr over the epochs after warm-up"""
+    return _sched.CosineAnnealingLR(opt, T_max=max(1, epochs - cfg.warmup_epochs), eta_min=cfg.min_lr)
+
+
+@SCHEDULES.register("constant")
+def _constant(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int) -> _sched.LRScheduler:
+    """the same learning rate every epoch"""
+    return _sched.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int) -> _sched.LRScheduler:
+    """Per-epoch schedule ``cfg.name`` (:data:`vidray.registry.SCHEDULES`; ``scheduler.step()`` after
+    each epoch): ``step`` = ``MultiStepLR(milestones, gamma)``; ``exponential`` = ``ExponentialLR(gamma)``;
+    ``cosine`` = ``CosineAnnealingLR(T_max = epochs - warmup_epochs, eta_min = min_lr)``; ``constant``.
+    With ``warmup_epochs > 0`` a ``LinearLR`` from ``warmup_factor`` to 1 runs first (``SequentialLR``);
     milestones stay counted from epoch 0.
     """
-    sched = torch.optim.lr_scheduler
+    main = SCHEDULES.get(cfg.name)(opt, cfg, epochs)
     w = cfg.warmup_epochs
-    if cfg.name == "step":
-        main = sched.MultiStepLR(opt, milestones=[m - w for m in cfg.milestones if m - w > 0], gamma=cfg.gamma)
-    elif cfg.name == "exponential":
-        main = sched.ExponentialLR(opt, gamma=cfg.gamma)
-    elif cfg.name == "cosine":
-        main = sched.CosineAnnealingLR(opt, T_max=max(1, epochs - w), eta_min=cfg.min_lr)
-    elif cfg.name == "constant":
-        main = sched.ConstantLR(opt, factor=1.0, total_iters=0)
-    else:
-        raise ValueError(f"unknown schedule {cfg.name!r}")
     if w == 0:
         return main
-    warm = sched.LinearLR(opt, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=w)
-    return sched.SequentialLR(opt, [warm, main], milestones=[w])
+    warm = _sched.LinearLR(opt, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=w)
+    return _sched.SequentialLR(opt, [warm, main], milestones=[w])
 
 
 def lr_at_epoch(cfg: OptimConfig, sched_cfg: ScheduleConfig, epochs: int, epoch: int) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -31,11 +32,13 @@ from typing import Any
 import yaml
 
 from vidray.config import TrainConfig
-from vidray.train.checkpoint import CHECKPOINTS_DIR, latest_checkpoint, load_checkpoint
+from vidray.console import current, make_board
+from vidray.io.checkpoint import CHECKPOINTS_DIR, check_resumable, latest_checkpoint, latest_epoch, load_checkpoint
+from vidray.recipe import is_multilabel, resolve_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "resolve_config", "run_training", "score_attribute"]
+__all__ = ["TrainResult", "run_training", "score_attribute"]
 
 
 @dataclass
@@ -70,34 +73,6 @@ class TrainResult:
         )
 
 
-def resolve_config(cfg: TrainConfig, data_meta: dict[str, Any]) -> TrainConfig:
-    """Fill in what depends on the model and the data, and refuse contradictions early (in the driver,
-    before any worker starts): ``sampler.num_frames`` from ``model_info(name).num_frames``;
-    ``model.kwargs.image_size`` = ``augment.crop_size`` for builders that take it; ``flow`` /
-    ``rgb+flow`` need an ingest with flow; ``multitask`` needs ``rgb+flow``; ``gain`` /
-    ``per_frame`` need a model with per-frame outputs (checked at the first step)."""
-    from vidray.models import model_info
-
-    if not cfg.model.name:
-        raise ValueError("no model: pass --model NAME (or model.name in the config)")
-    info = model_info(cfg.model.name)  # KeyError lists the registered names
-    c = cfg.model_copy(deep=True)
-    if c.sampler.num_frames is None:
-        c.sampler = c.sampler.model_copy(update={"num_frames": 2 if c.sampler.name == "pair" else info.num_frames})
-    import inspect
-
-    params = inspect.signature(info.builder).parameters
-    if "image_size" in params and "image_size" not in c.model.kwargs:
-        # models whose head size depends on the input (Ng et al. pooling): built for the crop size
-        c.model = c.model.model_copy(update={"kwargs": {**c.model.kwargs, "image_size": c.augment.crop_size}})
-    flow_on = bool(((data_meta.get("config") or {}).get("flow") or {}).get("enabled"))
-    if c.input.modality in ("flow", "rgb+flow") and not flow_on:
-        raise ValueError(f"input.modality={c.input.modality} needs flow in the data: ingest with flow.enabled=true")
-    if c.loss.name == "multitask" and c.input.modality != "rgb+flow":
-        raise ValueError("loss.name=multitask regresses the ingested flow: set input.modality=rgb+flow")
-    return c
-
-
 def score_attribute(cfg: TrainConfig, has_val: bool) -> tuple[str, str]:
     """The metric that ranks checkpoints, and its order: ``checkpoint.score_attribute`` when the run
     reports it; ``val_mAP`` for multi-label (``bce``) runs left at the default ``val_top1``;
@@ -105,22 +80,40 @@ def score_attribute(cfg: TrainConfig, has_val: bool) -> tuple[str, str]:
     attr, order = cfg.checkpoint.score_attribute, cfg.checkpoint.score_order
     if not has_val:
         return ("train_loss", "min") if attr.startswith("val_") else (attr, order)
-    if cfg.loss.name == "bce" and attr == "val_top1":
+    if is_multilabel(cfg) and attr == "val_top1":
         return "val_mAP", "max"
     return attr, order
 
 
-def _split_rows(data_dir: str, split: str | None) -> tuple[list[str], list[list[int]]]:
-    """Video ids (first appearance order, chunks merged) and label lists of one split."""
-    from vidray.io.reader import IngestDataset
+def _split_rows(status: Any, split: str | None) -> tuple[list[str], list[list[int]]]:
+    """Video ids and label lists of the ``ok`` videos of one split, from the status table (one row per
+    video, chunks included)."""
+    import pyarrow.compute as pc
 
     if not split:
         return [], []
-    t = IngestDataset(data_dir).table(columns=["video_id", "labels", "split"], split=split)
-    ids: dict[str, list[int]] = {}
-    for vid, labels in zip(t["video_id"].to_pylist(), t["labels"].to_pylist()):
-        ids.setdefault(vid, list(labels or []))
-    return list(ids), list(ids.values())
+    t = status.filter(pc.and_(pc.equal(status["status"], "ok"), pc.equal(status["split"], split)))
+    return t["video_id"].to_pylist(), [list(x or []) for x in t["labels"].to_pylist()]
+
+
+def _check_splits(status: Any, cfg: TrainConfig, classes: list[str], data_dir: str) -> None:
+    """The training split must have videos (else one line listing the splits present); a class without
+    training videos is worth a warning (it can never be predicted right)."""
+    import pyarrow.compute as pc
+
+    ok = status.filter(pc.equal(status["status"], "ok"))
+    counts = {k: v for k, v in zip(*[c.to_pylist() for c in pc.value_counts(ok["split"]).flatten()])}
+    train = cfg.input.train_split
+    if not counts.get(train):
+        present = ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) or "none"
+        raise ValueError(f"input.train_split={train!r}: no ingested videos in that split of {data_dir}; "
+                         f"splits present (ok videos): {present}")
+    _, labels = _split_rows(status, train)
+    seen = {c for ls in labels for c in ls}
+    missing = [classes[i] for i in range(len(classes)) if i not in seen]
+    if missing:
+        log.warning("%d of %d classes have no training videos (they cannot be learnt): %s%s", len(missing),
+                    len(classes), ", ".join(missing[:10]), " ..." if len(missing) > 10 else "")
 
 
 def read_blocks(files: list[str], workers: int, requested: int | None = None) -> int:
@@ -146,7 +139,7 @@ def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: boo
     from ray.data.expressions import col
 
     from vidray.data.loader import columns_for, decode_augment_fn, select_frames_fn
-    from vidray.train.loop import clip_spec
+    from vidray.recipe import clip_spec
 
     # Ray 2.60's default DataSourceV2 Parquet path lists files with 32 FooterReader actors per
     # execution, i.e. per epoch (measured ~8-10 s per epoch on 2 cores, vs ~0.3 s with V1).
@@ -207,12 +200,193 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
     p = run_dir / "config.yaml"
     if not p.is_file() or latest_checkpoint(run_dir) is None:
         return
-    old = TrainConfig.model_validate(yaml.safe_load(p.read_text()))
+    try:
+        old = TrainConfig.model_validate(yaml.safe_load(p.read_text()))
+    except Exception as e:
+        raise ValueError(f"{p}: not a vidray TrainConfig ({type(e).__name__}); use another --out, or restore the "
+                         "run's config.yaml") from None
     if old.run_hash() != cfg.run_hash():
         raise ValueError(
             f"{run_dir} holds a run with other settings (run hash {old.run_hash()} != {cfg.run_hash()}); "
             "use another --out to start a new run, or the same config to resume it"
         )
+
+
+@dataclass
+class _Run:
+    """A run folder prepared for fitting (:func:`_prepare_run`)."""
+
+    data_dir: str
+    cfg: TrainConfig
+    meta: dict[str, Any]
+    classes: list[str]
+    files: list[str]
+    run_dir: Path
+    val_ids: list[str]
+    val_labels: list[list[int]]
+    score: tuple[str, str]
+    resume: Path | None
+    done: int
+    train_videos: int = 0
+
+
+def default_run_dir(model: str | None) -> Path:
+    """``runs/<model>-<YYYYmmdd-HHMMSS>``: where a run goes without ``--out``."""
+    return Path("runs") / f"{model or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _prepare_run(data_dir: str | Path, cfg: TrainConfig, out: str | Path | None) -> _Run:
+    """Check the dataset and the config against each other, create/resume the run folder (config.yaml,
+    dataset.json), and find the validation videos and the checkpoint to resume from."""
+    from vidray.io.reader import IngestDataset
+
+    ds = IngestDataset(data_dir)
+    data_dir = str(Path(data_dir).resolve())
+    cfg = resolve_config(cfg, ds.meta)
+    classes = ds.classes
+    if not classes:
+        raise ValueError(f"{data_dir}: dataset.json lists no classes")
+    files = ds.files
+    if not files:
+        raise ValueError(f"{data_dir}: no committed clips parts")
+    status = ds.status()
+    _check_splits(status, cfg, classes, data_dir)
+    run_dir = Path(out or default_run_dir(cfg.model.name)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_run(run_dir, cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    shutil.copyfile(Path(data_dir) / "dataset.json", run_dir / "dataset.json")
+    val_ids, val_labels = _split_rows(status, cfg.input.val_split)
+    if cfg.input.val_split and not val_ids:
+        log.warning("no rows in split %r: training without validation", cfg.input.val_split)
+    resume, done = check_resumable(run_dir)
+    return _Run(data_dir=data_dir, cfg=cfg, meta=ds.meta, classes=classes, files=files, run_dir=run_dir,
+                val_ids=val_ids, val_labels=val_labels, score=score_attribute(cfg, bool(val_ids)), resume=resume,
+                done=done, train_videos=len(_split_rows(status, cfg.input.train_split)[0]))  # fmt: skip
+
+
+DATA_CPUS = 1.0
+"""CPUs a training run leaves to Ray Data: its read tasks (which decode and augment) take 1 CPU each."""
+
+
+def worker_cpus(workers: int, cpus_per_worker: float, cluster_cpus: float, data_cpus: float = DATA_CPUS) -> float:
+    """CPUs per Train worker that fit the cluster next to ``data_cpus`` for Ray Data's read tasks.
+
+    ``cpus_per_worker`` when ``workers * cpus_per_worker + data_cpus <= cluster_cpus``; else the share
+    that fits (fractional CPUs, as the Tune path sizes trials); a ``ValueError`` saying what fits when
+    even 0.1 CPU per worker does not (with every CPU taken by the workers, the read tasks never start
+    and the run hangs: measured with ``--workers 2`` on 2 CPUs). ``workers=0`` (local mode) needs none.
+    """
+    if workers <= 0:
+        return cpus_per_worker
+    if workers * cpus_per_worker + data_cpus <= cluster_cpus + 1e-9:
+        return cpus_per_worker
+    share = math.floor((cluster_cpus - data_cpus) / workers * 100) / 100
+    if share >= 0.1:
+        return share
+    most = max(0, int((cluster_cpus - data_cpus) / 0.1))
+    raise ValueError(f"--workers {workers} does not fit: the cluster has {cluster_cpus:g} CPUs and Ray Data's read "
+                     f"tasks need {data_cpus:g}; use --workers {min(most, int(cluster_cpus))} or fewer (or 0: the "
+                     "loop in this process), or add nodes")
+
+
+def _fit_cluster(cfg: TrainConfig, workers: int) -> TrainConfig:
+    """``cfg`` with ``ray.cpus_per_worker`` sized by :func:`worker_cpus` to the connected cluster."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    cpw = worker_cpus(workers, cfg.ray.cpus_per_worker, total)
+    if cpw != cfg.ray.cpus_per_worker:
+        log.info("%d workers x %g CPUs + %g for Ray Data exceed the cluster's %g CPUs: %g CPUs per worker", workers,
+                 cfg.ray.cpus_per_worker, DATA_CPUS, total, cpw)
+        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"cpus_per_worker": cpw})})
+    return cfg
+
+
+def _data_facts(run: _Run) -> dict[str, Any]:
+    m = run.meta
+    return {"path": run.data_dir, "manifest_sha256": (m.get("manifest") or {}).get("sha256"),
+            "data_hash": m.get("data_hash"), "schema_version": m.get("schema_version")}  # fmt: skip
+
+
+def _trainer(run: _Run, workers: int, loop_config: dict[str, Any], callbacks: list[Any] | None):
+    """The Train V2 ``TorchTrainer`` of a prepared run."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from vidray.train.loop import train_func_per_worker
+
+    cfg = run.cfg
+    resources = {"CPU": cfg.ray.cpus_per_worker}
+    if cfg.ray.use_gpu:
+        resources["GPU"] = 1
+    attr, order = run.score
+    return TorchTrainer(
+        train_func_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=resources if workers > 0 else None),
+        run_config=RunConfig(
+            name=CHECKPOINTS_DIR, storage_path=str(run.run_dir),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
+                                               checkpoint_score_attribute=attr, checkpoint_score_order=order),
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            callbacks=list(callbacks or []),
+        ),
+        datasets=_datasets(run.files, cfg, len(run.classes), bool(run.val_ids), workers),
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )  # fmt: skip
+
+
+class _Interrupted(KeyboardInterrupt):
+    """``fit()`` was stopped by Ctrl-C."""
+
+
+def _fit_interruptible(trainer: Any) -> Any:
+    """``trainer.fit()`` with Ctrl-C told apart from a failure. Train V2's ``fit()`` installs its own SIGINT
+    handler and never restores it; on Ctrl-C that handler aborts the controller and calls ``sys.exit``,
+    so the interruption comes out of ``fit()`` as ``SystemExit``, not ``KeyboardInterrupt``
+    (``ray/train/v2/api/data_parallel_trainer.py``); a Ctrl-C before it installed the handler is a plain
+    ``KeyboardInterrupt``. Both become :class:`_Interrupted`; the previous handler is restored."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return trainer.fit()
+    except KeyboardInterrupt as e:
+        raise _Interrupted() from e
+    except SystemExit as e:
+        handler = signal.getsignal(signal.SIGINT) if main else None
+        if main and handler is not before and "sigint" in getattr(handler, "__qualname__", "").lower():
+            raise _Interrupted() from e  # Ray Train's own Ctrl-C path
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, before)
+
+
+def _steps_estimate(run: "_Run", workers: int) -> int:
+    """Training steps still to run (for the progress bar): epochs left x train videos / global batch."""
+    cfg = run.cfg
+    per_epoch = max(1, run.train_videos // (cfg.batch_size * max(workers, 1)))
+    if cfg.debug.max_steps_per_epoch:
+        per_epoch = min(per_epoch, cfg.debug.max_steps_per_epoch)
+    return per_epoch * max(cfg.epochs - run.done, 0)
+
+
+def _render_progress(epochs: int) -> Any:
+    def render(s: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        fields: dict[str, Any] = {"epoch": f"{s.get('epoch', s.get('epochs_done', 0))}/{epochs}"}
+        for k, name in (("loss", "loss"), ("val_top1", "val top1"), ("val_mAP", "val mAP"),
+                        ("clips_per_s", "clips/s")):  # fmt: skip
+            if k in s:
+                fields[name] = s[k]
+        return float(s.get("steps", 0)), fields
+
+    return render
 
 
 def run_training(
@@ -224,6 +398,7 @@ def run_training(
     tracking_uri: str | None = None,
     track: bool = True,
     callbacks: list[Any] | None = None,
+    fit_to_cluster: bool = True,
 ) -> TrainResult:
     """Train ``cfg.model.name`` on an ingest output with ``workers`` Ray Train workers.
 
@@ -237,94 +412,60 @@ def run_training(
             ``sqlite:///RUN_DIR/mlflow.db``.
         track: ``False`` opens no MLflow run (a Tune trial: ``MLflowLoggerCallback`` logs it instead).
         callbacks: Ray Train ``UserCallback`` s for the ``RunConfig`` (Tune: ``TuneReportCallback``).
+        fit_to_cluster: size ``ray.cpus_per_worker`` to the cluster (:func:`worker_cpus`); Tune trials
+            share the cluster and are sized by the sweep instead.
 
-    Raises the training error after marking the MLflow run ``FAILED`` (``KILLED`` on Ctrl-C).
+    Raises the training error after marking the MLflow run ``FAILED``; on Ctrl-C the run is marked
+    ``KILLED`` (MLflow and ``run.json``) and ``KeyboardInterrupt`` is raised.
     """
     from mlflow.tracking import MlflowClient
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    from vidray.io.reader import IngestDataset
+    from vidray.recipe import input_channels
     from vidray.runtime import init_ray
     from vidray.tracking import default_tracking_uri
-    from vidray.train.loop import input_channels, train_func_per_worker
 
     t0 = time.perf_counter()
     if workers < 0:
         raise ValueError(f"--workers must be >= 0, got {workers}")
-    ds = IngestDataset(data_dir)
-    data_dir = str(Path(data_dir).resolve())
-    cfg = resolve_config(cfg, ds.meta)
-    classes = ds.classes
-    if not classes:
-        raise ValueError(f"{data_dir}: dataset.json lists no classes")
-    files = ds.files
-    if not files:
-        raise ValueError(f"{data_dir}: no committed clips parts")
-    run_dir = Path(out) if out else Path("runs") / f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_run(run_dir, cfg)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    shutil.copyfile(Path(data_dir) / "dataset.json", run_dir / "dataset.json")
-
-    val_ids, val_labels = _split_rows(data_dir, cfg.input.val_split)
-    has_val = bool(val_ids)
-    if cfg.input.val_split and not has_val:
-        log.warning("no rows in split %r: training without validation", cfg.input.val_split)
-    attr, order = score_attribute(cfg, has_val)
-    resume = latest_checkpoint(run_dir)
-    done = int(load_checkpoint(resume)["epoch"]) if resume is not None else 0
-
+    run = _prepare_run(data_dir, cfg, out)
+    init_ray(run.cfg.ray.ray_address)
+    if fit_to_cluster:  # a usage error (workers that cannot fit) before any MLflow run is opened
+        run.cfg = _fit_cluster(run.cfg, workers)
+    cfg, run_dir = run.cfg, run.run_dir
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(run_dir)
     exp_id, run_id = _mlflow_run(run_dir, uri, cfg, cfg.model.name) if track else (None, None)
-    data_facts = {"path": data_dir, "manifest_sha256": (ds.meta.get("manifest") or {}).get("sha256"),
-                  "data_hash": ds.meta.get("data_hash"), "schema_version": ds.meta.get("schema_version")}  # fmt: skip
+    data_facts = _data_facts(run)
     _write_run_json(run_dir, mlflow_run_id=run_id, tracking_uri=uri, experiment_id=exp_id, status="RUNNING",
                     model=cfg.model.name, data=data_facts, workers=workers, run_hash=cfg.run_hash())  # fmt: skip
-    flow_cfg = (ds.meta.get("config") or {}).get("flow") or {}
+    flow_cfg = (run.meta.get("config") or {}).get("flow") or {}
     loop_config = {
-        "train_config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "classes": classes,
+        "train_config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "classes": run.classes,
         "in_channels": input_channels(cfg.input.modality, int(flow_cfg.get("stack_length") or 1)),
-        "data": data_facts, "val_video_ids": val_ids, "val_labels": val_labels,
-        "tracking_uri": uri if track else None, "mlflow_run_id": run_id, "resume_from": str(resume) if resume else None,
-        "local_mode": workers == 0, "score_attribute": attr, "score_order": order,
+        "data": data_facts, "val_video_ids": run.val_ids, "val_labels": run.val_labels,
+        "tracking_uri": uri if track else None, "mlflow_run_id": run_id,
+        "resume_from": str(run.resume) if run.resume else None, "local_mode": workers == 0,
+        "score_attribute": run.score[0], "score_order": run.score[1],
     }  # fmt: skip
     client = MlflowClient(uri) if track else None
     status = "FAILED"
+    board = make_board()
+    loop_config["progress_board"] = board
     try:
-        init_ray(cfg.ray.ray_address)
-        resources = {"CPU": cfg.ray.cpus_per_worker}
-        if cfg.ray.use_gpu:
-            resources["GPU"] = 1
-        trainer = TorchTrainer(
-            train_func_per_worker,
-            train_loop_config=loop_config,
-            torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.ray.use_gpu,
-                                         resources_per_worker=resources if workers > 0 else None),
-            run_config=RunConfig(
-                name=CHECKPOINTS_DIR, storage_path=str(run_dir),
-                checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
-                                                   checkpoint_score_attribute=attr, checkpoint_score_order=order),
-                failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-                callbacks=list(callbacks or []),
-            ),
-            datasets=_datasets(files, cfg, len(classes), has_val, workers),
-            dataset_config=DataConfig(datasets_to_split=["train"]),
-        )  # fmt: skip
-        result = trainer.fit()
+        with current().follow(board, f"train {cfg.model.name}", _steps_estimate(run, workers), "steps",
+                              render=_render_progress(cfg.epochs)):  # fmt: skip
+            result = _fit_interruptible(_trainer(run, workers, loop_config, callbacks))
         if getattr(result, "error", None):
             raise result.error
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except _Interrupted as e:
         status = "KILLED"
-        raise
+        raise KeyboardInterrupt(f"training interrupted after epoch {latest_epoch(run_dir)}; resume with the same "
+                                f"command (--out {run_dir})") from e
     finally:
         try:
             if client is not None:
-                run = client.get_run(run_id)
-                if status != "FINISHED" or run.info.status == "RUNNING":
+                mrun = client.get_run(run_id)
+                if status != "FINISHED" or mrun.info.status == "RUNNING":
                     client.set_terminated(run_id, status)
         except Exception as e:  # the store itself is unreachable: say so, keep the training error
             log.error("could not set MLflow run %s to %s: %s", run_id, status, e)
@@ -337,7 +478,7 @@ def run_training(
         run_dir=str(run_dir), checkpoint=str(last) if last else None, metrics=metrics, mlflow_run_id=run_id,
         tracking_uri=uri if track else None, experiment_id=exp_id,
         status=client.get_run(run_id).info.status if client is not None else status,
-        resumed_from_epoch=done, wall_s=time.perf_counter() - t0,
+        resumed_from_epoch=run.done, wall_s=time.perf_counter() - t0,
     )  # fmt: skip
 
 

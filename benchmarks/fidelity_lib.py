@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -192,7 +191,7 @@ def run_experiment(exp: Experiment, data_dir: str, out: Path, epochs: int | None
     from vidray.config import TrainConfig, load_config
     from vidray.eval.evaluate import evaluate_checkpoint
     from vidray.io.reader import IngestDataset
-    from vidray.train.checkpoint import load_checkpoint
+    from vidray.io.checkpoint import load_checkpoint
     from vidray.train.trainer import run_training
 
     s = settings or FidelitySettings()
@@ -252,7 +251,7 @@ def _midpoint(rows: dict[str, dict], data_dir: str) -> dict[str, Any]:
     """Claim 3: RCNN random vs sequential after the same number of steps (half the epochs): training
     loss from the history and validation top-1 of the two mid-run checkpoints (same evaluation)."""
     from vidray.eval.evaluate import evaluate_checkpoint
-    from vidray.train.checkpoint import epoch_dir_name
+    from vidray.io.checkpoint import epoch_dir_name
 
     out: dict[str, Any] = {}
     for name in ("rcnn_random", "rcnn_sequential"):
@@ -267,30 +266,26 @@ def _midpoint(rows: dict[str, dict], data_dir: str) -> dict[str, Any]:
     return out
 
 
-_FUSION_WEIGHTS = [(1.0, round(float(w), 2)) for w in [i / 4 for i in range(17)]] + [(0.0, 1.0)]
-
-
-def _fusion(rows: dict[str, dict]) -> dict[str, Any]:
-    """Choose fusion weights on the validation scores (rgb : flow in ``1 : 0..4`` step 0.25, or flow
-    alone; with or without per-video l1 normalisation), apply them to the test scores."""
-    from vidray.eval.fusion import align_scores, load_scores, weighted_fusion
+def _fusion(rows: dict[str, dict], seed: int = 0) -> dict[str, Any]:
+    """Choose the fusion of the RGB and flow streams on their validation scores with vidray's own search
+    (:func:`vidray.tune.tune_fusion`: the flow weight, l1-norm on/off, weighted vs log-mean, on Ray
+    Tune), and apply it to the test scores."""
+    from vidray.eval.fusion import align_scores, load_scores
     from vidray.eval.metrics import top_k_accuracy
+    from vidray.tune import fusion_objective, tune_fusion
 
     def load(kind: str):
         ref = load_scores(rows["B_rgb"][kind])
         return ref, align_scores(ref, load_scores(rows["B_flow"][kind]))
 
-    def acc(r, f, p) -> float:
-        return float(top_k_accuracy(weighted_fusion([r.scores, f.scores], [p[0], p[1]], l1_norm=p[2]), r.labels, 1))
-
-    vr, vf = load("val_scores")
-    # ties: prefer the weights closest to 1 : 1
-    cands = [(wr, wf, l1) for wr, wf in _FUSION_WEIGHTS for l1 in (True, False)]
-    best = max(cands, key=lambda p: (acc(vr, vf, p), -abs(math.log((p[1] + 1e-3) / (p[0] + 1e-3)))))
+    found = tune_fusion([rows["B_rgb"]["val_scores"], rows["B_flow"]["val_scores"]], num_samples=40, seed=seed)
+    best = found["best"]
     tr, tf = load("test_scores")
-    return {"rgb_weight": best[0], "flow_weight": best[1], "l1_norm": bool(best[2]),
-            "top1": round(acc(tr, tf, best), 4), "val_top1": round(acc(vr, vf, best), 4),
-            "equal_weights_top1": round(acc(tr, tf, (1.0, 1.0, False)), 4),
+    test = [tr.scores, tf.scores]
+    return {"flow_weight": round(float(best["w"]), 3), "l1_norm": bool(best["l1_norm"]), "method": best["method"],
+            "top1": round(fusion_objective(best, test, tr.labels), 4), "val_top1": round(float(found["top1"]), 4),
+            "equal_weights_top1": round(fusion_objective({"w": 1.0, "l1_norm": False, "method": "weighted"},
+                                                         test, tr.labels), 4),
             "rgb_top1": round(float(top_k_accuracy(tr.scores, tr.labels, 1)), 4),
             "flow_top1": round(float(top_k_accuracy(tf.scores, tf.labels, 1)), 4)}
 
@@ -429,7 +424,7 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("fusion"):
         f = report["fusion"]
         lines.append(f"{'B fused':<20} {'B':<6} {'rgb+flow':<9} {f['top1']:>6.3f} {1 / 12:>7.3f} {'':>8} {'':>6} {'':>7}  "
-                     f"(rgb:flow {f.get('rgb_weight', 1.0):g}:{f['flow_weight']:g}, l1-norm {f['l1_norm']}, chosen on val)")
+                     f"(rgb:flow 1:{f['flow_weight']:g}, {f.get('method', 'weighted')}, l1-norm {f['l1_norm']}, chosen on val)")
     lines.append("")
     for c in report["claims"]:
         nums = {k: v for k, v in c["numbers"].items() if not k.endswith("_curve")}

@@ -10,6 +10,9 @@ import argparse
 import sys
 from typing import Callable
 
+from vidray.console import echo, set_log_dir
+
+
 
 def _floats(s: str) -> list[float]:
     try:
@@ -23,26 +26,38 @@ def _cmd_train(a: argparse.Namespace) -> int:
     import json
 
     from vidray.config import TrainConfig, load_config
-    from vidray.train.trainer import result_dict, run_training
+    from vidray.train.trainer import default_run_dir, result_dict, run_training
 
     overrides = list(a.overrides)
     if a.model:
         overrides.append(f"model.name={a.model}")
     cfg = load_config(TrainConfig, a.config, overrides)
-    result = run_training(a.data, cfg, workers=a.workers, out=a.out, tracking_uri=a.tracking_uri)
-    print(result.format())
+    out = a.out or default_run_dir(cfg.model.name)
+    set_log_dir(out)
+    result = run_training(a.data, cfg, workers=a.workers, out=out, tracking_uri=a.tracking_uri)
+    echo(result.format())
     if a.json:
-        print(json.dumps(result_dict(result), default=str))
+        echo(json.dumps(result_dict(result), default=str))
     return 0 if result.status == "FINISHED" else 1
+
+
+def _models_epilog() -> str:
+    from vidray.registry import MODELS
+
+    width = max(len(n) for n in MODELS.names())
+    lines = [f"  {n:<{width}}  {MODELS.help(n)}" for n in MODELS.names()]
+    return ("models (--model):\n" + "\n".join(lines) + "\n\nConfig keys for --config / --set: `vidray config train`; "
+            "recipes of the papers: configs/recipes/.")
 
 
 def add_train_parser(sub: argparse._SubParsersAction, commands: dict[str, Callable]) -> None:
     """Register ``vidray train``."""
     p = sub.add_parser("train", help="train a model on an ingest output with Ray Train (DDP), log to MLflow",
-                       description="Train a registered model (vidray.models) on an ingest output. An existing "
-                       "--out folder with checkpoints is resumed from its last epoch.")  # fmt: skip
+                       description="Train a registered model on an ingest output (Ray Train DDP; a local Ray "
+                       "when none is configured), logging to MLflow. An existing --out folder with checkpoints "
+                       "is resumed from its last complete epoch.", epilog_fn=_models_epilog)  # fmt: skip
     p.add_argument("--data", required=True, help="ingest output folder (clips/, dataset.json)")
-    p.add_argument("--model", help="registered model name (see vidray.models.list_models())")
+    p.add_argument("--model", help="registered model name (listed below)")
     p.add_argument("--config", help="YAML TrainConfig, e.g. configs/train_demo.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=0.001 (repeatable)")  # fmt: skip
@@ -63,13 +78,13 @@ def _cmd_eval(a: argparse.Namespace) -> int:
                             activation=a.activation, batch_size=a.batch_size, device=a.device, out=a.out,
                             max_videos=a.max_videos)  # fmt: skip
     s = r.settings
-    print(f"vidray eval {s['model']} epoch {s['epoch']} on {s['split']}: {r.num_videos} videos, "
+    echo(f"vidray eval {s['model']} epoch {s['epoch']} on {s['split']}: {r.num_videos} videos, "
           f"{s['clips']} clips x {s['crops']} crops, {s['aggregate']} over {s['level']} scores "
           f"({r.wall_s:.1f} s)")  # fmt: skip
-    print(format_metrics(r.metrics))
-    print(f"  scores -> {r.scores_path}")
+    echo(format_metrics(r.metrics))
+    echo(f"  scores -> {r.scores_path}")
     if a.json:
-        print(json_line(r.as_json()))
+        echo(json_line(r.as_json()))
     return 0
 
 
@@ -77,11 +92,11 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     from vidray.eval.evaluate import format_metrics, fuse_files, json_line
 
     m = fuse_files(a.scores, a.weights, l1_norm=a.l1_norm, method=a.method, out=a.out)
-    print(f"vidray fuse: {m['streams']} streams, weights {m['weights']}, {m['method']}"
+    echo(f"vidray fuse: {m['streams']} streams, weights {m['weights']}, {m['method']}"
           f"{' (l1-normalised)' if a.l1_norm else ''}, {m['num_videos']} videos")  # fmt: skip
-    print(format_metrics({k: v for k, v in m.items() if k not in ("weights", "streams", "method", "l1_norm")}))
+    echo(format_metrics({k: v for k, v in m.items() if k not in ("weights", "streams", "method", "l1_norm")}))
     if a.json:
-        print(json_line(m))
+        echo(json_line(m))
     return 0
 
 
@@ -110,7 +125,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction, commands: dict[str, Callab
     p.add_argument("scores", nargs="+", help="score files written by vidray eval")
     p.add_argument("--weights", type=_floats, help="one weight per file, e.g. 1,1.5 (default all 1)")
     p.add_argument("--l1-norm", action="store_true", help="l1-normalise each video's scores first (TDN)")
-    p.add_argument("--method", choices=["weighted", "logaverage"], default="weighted")
+    p.add_argument("--method", choices=["weighted", "logaverage"], default="weighted",
+                   help="weighted sum of the (l1-normalised) scores, or the weighted mean of their logs")
     p.add_argument("--out", help="write the fused scores (.npz)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
     commands["fuse"] = _cmd_fuse

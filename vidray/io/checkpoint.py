@@ -42,12 +42,15 @@ __all__ = [
     "FILENAME",
     "CHECKPOINTS_DIR",
     "epoch_dir_name",
+    "epoch_of_dir",
     "make_state",
     "save_checkpoint",
     "load_checkpoint",
     "resolve_checkpoint_file",
     "list_checkpoints",
     "latest_checkpoint",
+    "check_resumable",
+    "latest_epoch",
     "prune_checkpoints",
 ]
 
@@ -55,6 +58,12 @@ __all__ = [
 def epoch_dir_name(epoch: int) -> str:
     """Folder name of the checkpoint taken after ``epoch`` completed epochs: ``epoch_0003``."""
     return f"epoch_{int(epoch):04d}"
+
+
+def epoch_of_dir(name: str) -> int:
+    """Completed epochs of a checkpoint folder named ``epoch_NNNN`` (``-1`` for any other name)."""
+    m = _EPOCH_DIR.match(name)
+    return int(m.group(1)) if m else -1
 
 
 def make_state(**fields: Any) -> dict[str, Any]:
@@ -105,7 +114,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint (file, folder or run folder; see :func:`resolve_checkpoint_file`) with
     ``torch.load(weights_only=True)``; refuses files that are not vidray training checkpoints."""
     f = resolve_checkpoint_file(path)
-    state = torch.load(f, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(f, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated / corrupt file: name it (torch's own message does not)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{f}: unreadable checkpoint ({type(e).__name__}: {reason[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{f} is not a vidray training checkpoint (format {FORMAT!r})")
     if int(state.get("version", 0)) > VERSION:
@@ -130,9 +143,35 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """Folder of the checkpoint with the most completed epochs, or ``None``."""
+    """Folder of the checkpoint with the most completed epochs, or ``None``: THE last complete epoch of
+    a run, for the resume message and for the workers alike (``checkpoint.pt`` is written atomically,
+    so a folder that holds one is complete)."""
     cks = list_checkpoints(run_dir)
     return cks[-1][1] if cks else None
+
+
+def latest_epoch(run_dir: str | Path) -> int:
+    """Completed epochs of the newest checkpoint folder (0: none)."""
+    cks = list_checkpoints(run_dir)
+    return cks[-1][0] if cks else 0
+
+
+def check_resumable(run_dir: str | Path) -> tuple[Path | None, int]:
+    """The checkpoint a run resumes from and its completed epochs (``(None, 0)``: a fresh run).
+
+    An unreadable newest checkpoint (a disk filled up, a copy cut short) is a ``ValueError`` naming it
+    and offering the previous complete one: resuming silently from an older epoch would retrain epochs
+    the user believes done."""
+    cks = list_checkpoints(run_dir)
+    if not cks:
+        return None, 0
+    epoch, newest = cks[-1]
+    try:
+        return newest, int(load_checkpoint(newest)["epoch"])
+    except ValueError as e:
+        prev = f"the previous one is {cks[-2][1].name}: move {newest} aside to resume from it" if len(cks) > 1 else \
+            f"no earlier checkpoint: move {newest} aside to start over"
+        raise ValueError(f"cannot resume {run_dir}: {e}; {prev}") from None
 
 
 def prune_checkpoints(run_dir: str | Path, num_to_keep: int, score_attribute: str, order: str = "max") -> list[Path]:
