@@ -24,9 +24,14 @@ def ray_local():
     workers of a Tune trial that ASHA stopped (vidray/runtime.py, tests/test_tune.py)."""
     import ray
 
+    from vidray.runtime import init_ray
+
+    # vidray's own local Ray (vidray/runtime.py): loopback only, its own ports, and RAY_ADDRESS exported
+    # to its processes, so Train V2's placement-group cleaner finds THIS cluster even when other Rays run
+    # on the machine (else: "Found multiple active Ray instances", and an ASHA-stopped trial's workers
+    # keep their CPUs forever)
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=False)
+        init_ray(num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -90,8 +90,14 @@ class Console:
         self.print(f"logs of Ray and MLflow: {self.log_file} (vidray -v shows them here)")
 
     def release(self) -> None:
-        """Undo :meth:`capture`."""
+        """Undo :meth:`capture`. The Ray this command started (capture happens when it starts one) is shut
+        down first, while its last forwarded worker lines still go to the log."""
         if self._restore is not None:
+            with contextlib.suppress(Exception):
+                import ray
+
+                if ray.is_initialized():
+                    ray.shutdown()
             self._restore()
             self._restore = None
 

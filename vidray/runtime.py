@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 __all__ = ["init_ray", "local_ray_address", "listening_sockets", "descendants"]
 
@@ -48,8 +49,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_ray(address: str | None = None, *, dashboard: bool = True, num_cpus: float | None = None) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), else start vidray's private local Ray (module doc).
+def init_ray(address: str | None = None, *, dashboard: bool = True, num_cpus: float | None = None,
+             **local_kwargs: Any) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start vidray's private local Ray (module doc;
+    ``num_cpus`` and ``local_kwargs`` go to its ``ray.init``, e.g. ``log_to_driver=False``).
 
     Does nothing when Ray is already initialised (a test session, a job driver).
     """
@@ -63,7 +66,7 @@ def init_ray(address: str | None = None, *, dashboard: bool = True, num_cpus: fl
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"])
         return
-    _start_local(dashboard=dashboard, num_cpus=num_cpus)
+    _start_local(dashboard=dashboard, num_cpus=num_cpus, **local_kwargs)
 
 
 def local_ray_address() -> str | None:
@@ -71,7 +74,7 @@ def local_ray_address() -> str | None:
     return os.environ.get("VIDRAY_LOCAL_RAY_ADDRESS")
 
 
-def _start_local(*, dashboard: bool, num_cpus: float | None) -> None:
+def _start_local(*, dashboard: bool, num_cpus: float | None, **kwargs: Any) -> None:
     import ray
     import ray._private.ray_constants as ray_constants
 
@@ -87,7 +90,7 @@ def _start_local(*, dashboard: bool, num_cpus: float | None) -> None:
     try:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=dashboard,
                  dashboard_host="127.0.0.1", dashboard_port=_free_port(), _metrics_export_port=_free_port(),
-                 num_cpus=num_cpus)  # fmt: skip
+                 num_cpus=num_cpus, **kwargs)  # fmt: skip
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
     os.environ["RAY_ADDRESS"] = addr  # this process's own later lookups (State API, ray.util.state)
