@@ -22,10 +22,11 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: install
-	$(BIN)/vidray synth --out $(DEMO)/corpus --videos 60 --kind motion --seed 0
-	$(BIN)/vidray ingest $(DEMO)/corpus/manifest.csv --out $(DEMO)/data --config configs/demo_ingest.yaml
-	$(BIN)/vidray train --data $(DEMO)/data --config configs/train_demo.yaml --workers 1 --out $(DEMO)/run
-	$(BIN)/vidray eval $(DEMO)/run --data $(DEMO)/data --split test --clips 2 --crops 3
+	@$(BIN)/vidray synth --out $(DEMO)/corpus --videos 60 --kind motion --seed 0
+	@$(BIN)/vidray ingest $(DEMO)/corpus/manifest.csv --out $(DEMO)/data --config configs/demo_ingest.yaml
+	@$(BIN)/vidray train --data $(DEMO)/data --config configs/train_demo.yaml --workers 1 --out $(DEMO)/run
+	@$(BIN)/vidray eval $(DEMO)/run --data $(DEMO)/data --split test --clips 2 --crops 3
+	@$(BIN)/vidray inspect $(DEMO)/data --html $(DEMO)/data.html > /dev/null && echo "dataset page: $(abspath $(DEMO))/data.html"
 	@echo "MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO))/run/mlflow.db --host 127.0.0.1"
 
 bench: install

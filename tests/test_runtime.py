@@ -142,3 +142,29 @@ def test_resume_point_takes_the_newest_complete_epoch(tmp_path):
     assert Path(_resume_point(None, tmp_path / "nothing", str(tmp_path / "checkpoints" / "epoch_0002")).path).name \
         == "epoch_0002"
     assert _resume_point(None, tmp_path / "nothing", None) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_12_video_ingest_and_2_epoch_training_print_under_30_lines(tmp_path):
+    """The console of a small run: vidray's own lines (a progress line or bar per stage, a summary),
+    none of Ray's; Ray's and MLflow's output is in the log files whose paths are printed."""
+    env = _env()
+    run = lambda *a: subprocess.run([sys.executable, "-m", "vidray", *a], env=env, capture_output=True, text=True,
+                                    timeout=400)  # noqa: E731
+    steps = [
+        run("synth", "--out", str(tmp_path / "c"), "--videos", "12", "--size", "32x32", "--frames", "8"),
+        run("ingest", str(tmp_path / "c" / "manifest.csv"), "--out", str(tmp_path / "d"),
+            "--set", "resize.short_side=32", "--set", "sampling.mode=all"),
+        run("train", "--data", str(tmp_path / "d"), "--model", "single_frame", "--workers", "1", "--out",
+            str(tmp_path / "r"), *sum((["--set", s] for s in fast_train_overrides("input.val_split=test")), [])),
+    ]  # fmt: skip
+    for p in steps:
+        assert p.returncode == 0, p.stderr[-3000:]
+    lines = [ln for p in steps for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    assert len(lines) <= 30, "\n".join(lines)
+    ray_lines = [ln for ln in lines if any(x in ln for x in ("ray::", "(RayTrainWorker", "TrainingReport",
+                                                              "streaming_executor", "core_worker", "Checkpoint "
+                                                              "successfully", "RayDeprecationWarning", "pid="))]
+    assert ray_lines == [], ray_lines
+    assert (tmp_path / "d" / "vidray.log").stat().st_size > 0 and (tmp_path / "r" / "vidray.log").stat().st_size > 0

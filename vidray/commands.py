@@ -82,7 +82,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
           f"{s['clips']} clips x {s['crops']} crops, {s['aggregate']} over {s['level']} scores "
           f"({r.wall_s:.1f} s)")  # fmt: skip
     echo(format_metrics(r.metrics))
-    echo(f"  scores -> {r.scores_path}")
+    echo(f"  scores: {r.scores_path}")
     if a.json:
         echo(json_line(r.as_json()))
     return 0

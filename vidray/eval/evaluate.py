@@ -272,15 +272,11 @@ def fuse_files(paths: Sequence[str], weights: Sequence[float] | None = None, *, 
     return res
 
 
-def format_metrics(m: dict[str, Any]) -> str:
-    """Human-readable lines of a metrics dict (the JSON line follows with ``--json``)."""
-    lines = []
-    for kk, v in m.items():
-        if isinstance(v, float):
-            lines.append(f"  {kk:24s} {v:.4f}")
-        else:
-            lines.append(f"  {kk:24s} {v}")
-    return "\n".join(lines)
+def format_metrics(m: dict[str, Any], per_line: int = 4) -> str:
+    """The metrics as a few indented lines, ``per_line`` ``name value`` pairs each (every metric; the
+    JSON line follows with ``--json``)."""
+    items = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()]
+    return "\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
 
 
 def json_line(m: dict[str, Any]) -> str:
