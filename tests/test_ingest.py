@@ -201,6 +201,19 @@ def test_long_videos_are_split_into_bounded_chunk_rows(tmp_path):
     assert rows[0]["num_frames"] == 12 and rows[0]["status"] == "ok"
 
 
+def test_frames_are_never_upscaled_by_default(tmp_path):
+    """resize.short_side is an upper bound: a 32x32 video stays 32x32 (8x the bytes for nothing else),
+    unless resize.upscale asks for it."""
+    _good_video(tmp_path / "small.mp4", frames=4)
+    entry = {"video_id": "s", "path": "small.mp4", "open_path": str(tmp_path / "small.mp4"), "labels": [0],
+             "split": "train", "row": 0, "status": "", "error_type": "", "error": ""}
+    rows = process_video(dict(entry), IngestConfig())  # default short_side 256
+    src = (rows[0]["height"], rows[0]["width"])
+    assert (rows[0]["frame_height"], rows[0]["frame_width"]) == src and min(src) < 256
+    up = process_video(dict(entry), load_config(IngestConfig, None, ["resize.upscale=true"]))
+    assert min(up[0]["frame_height"], up[0]["frame_width"]) == 256
+
+
 @pytest.fixture()
 def s3_server(monkeypatch):
     """A real S3 API (moto's server) on 127.0.0.1, with a bucket holding two videos."""

@@ -104,3 +104,17 @@ def test_fcvid_and_sports1m_converters_produce_readable_manifests(tmp_path):
     assert m.classes == ["basketball", "cooking"] and [e.split for e in m.entries] == ["train", "test"]
     with pytest.raises(ValueError, match="line 1"):
         list(fcvid_rows(["nonsense\n"]))
+
+
+def test_header_only_and_misspelt_columns_are_refused(tmp_path):
+    """A manifest that would ingest nothing, or make every row fail, is a usage error naming the problem."""
+    (tmp_path / "empty.csv").write_text("path,label,split\n")
+    with pytest.raises(ValueError, match="empty.csv: no entries"):
+        read_manifest(tmp_path / "empty.csv")
+    (tmp_path / "typo.csv").write_text("path,lable,split\na.mp4,x,train\n")
+    with pytest.raises(ValueError, match="'lable'") as e:
+        read_manifest(tmp_path / "typo.csv")
+    assert "label" in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "nolabel.jsonl").write_text('{"path": "a.mp4", "lable": 1}\n')
+    with pytest.raises(ValueError, match="'lable'"):
+        read_manifest(tmp_path / "nolabel.jsonl")

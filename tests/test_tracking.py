@@ -99,3 +99,32 @@ def test_logging_without_a_run_is_refused(store, tmp_path):
 def test_sanitize_key():
     assert tracking.sanitize_key("val/hit@5 (video)") == "val/hit_5 _video_"
     assert len(tracking.sanitize_key("k" * 400)) == 250
+
+
+def test_curves_put_the_learning_rate_on_its_own_axis_and_epochs_are_integers():
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_top1": 0.2 * e, "lr": 0.01 * 0.1 ** (e // 2)}
+               for e in range(1, 5)]  # fmt: skip
+    fig = tracking.training_curves_figure(history)
+    loss_ax, metric_ax, lr_ax = fig.axes
+    labels = lambda ax: [ln.get_label() for ln in ax.get_lines()]  # noqa: E731
+    assert labels(metric_ax) == ["val_top1"] and "lr" not in labels(loss_ax)  # not on the accuracy scale
+    assert labels(lr_ax) == ["lr"] and lr_ax.get_ylabel() == "learning rate" and lr_ax.get_yscale() == "log"
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    ticks = [t for t in metric_ax.get_xticks() if 1 <= t <= 4]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_flow_colour_key_points_the_way_flow_goes():
+    from vidray.flow import flow_color_key, flow_to_rgb
+
+    key = flow_color_key(65)
+    c = 32
+    right, down = key[c, c + 30], key[c + 30, c]
+    field = np.zeros((2, 2, 2), np.float32)
+    field[0, 0] = (30, 0)
+    field[0, 1] = (0, 30)
+    ref = flow_to_rgb(field)
+    assert np.abs(right.astype(int) - ref[0, 0]).max() <= 20 and np.abs(down.astype(int) - ref[0, 1]).max() <= 20
+    assert (key[c, c] > 240).all() and (key[0, 0] == 255).all()  # centre: no motion (white); outside: white

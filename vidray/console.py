@@ -105,8 +105,8 @@ class Console:
     def progress(self, description: str, total: float | None, unit: str = "it",
                  every_s: float = 10.0) -> Iterator[Callable[..., None]]:  # fmt: skip
         """A progress bar; yields ``update(completed, **fields)``. On a terminal: a rich bar with the rate
-        (``unit``/s), ETA and ``fields``; otherwise one plain line at most every ``every_s`` seconds and
-        one at the end."""
+        (``unit``/s), ETA and ``fields``; otherwise plain lines: at most one every ``every_s`` seconds
+        while the count moves (one a minute while it does not), and one at the end."""
         t0 = time.perf_counter()
         state: dict[str, Any] = {"done": 0.0, "fields": {}, "last": 0.0}
 
@@ -138,16 +138,23 @@ class Console:
                 yield update
             return
 
+        def emit() -> None:
+            text = line()
+            if text.split(",")[0] != state.get("printed"):  # not the same count again
+                self.print(text)
+                state["printed"] = text.split(",")[0]
+
         def update(completed: float, **fields: Any) -> None:
+            moved = completed != state["done"]
             state["done"], state["fields"] = completed, {**state["fields"], **fields}
             now = time.perf_counter()
-            if now - state["last"] >= every_s:
+            if now - state["last"] >= (every_s if moved or state["done"] else 60.0):
                 state["last"] = now
-                self.print(line())
+                emit()
 
         state["last"] = time.perf_counter()
         yield update
-        self.print(line())
+        emit()
 
     @contextlib.contextmanager
     def follow(self, board: "Any", description: str, total: float | None, unit: str,

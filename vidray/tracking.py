@@ -44,6 +44,7 @@ __all__ = [
     "sanitize_key",
     "log_params_flat",
     "log_epoch_metrics",
+    "training_curves_figure",
     "plot_training_curves",
     "plot_confusion_matrix",
     "plot_flow_grid",
@@ -220,24 +221,11 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def plot_training_curves(
-    history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]],
-    path: str | Path,
-    *,
-    artifact_path: str | None = "plots",
-    title: str | None = None,
-) -> Path:
-    """Loss and accuracy curves per epoch, written as a PNG (and logged as an artifact).
-
-    Args:
-        history: ``{"train_loss": [...], "val_top1": [...]}`` (one value per epoch; an optional
-            ``"epoch"`` list gives the x axis) or a list of per-epoch dicts as reported by Ray Train.
-            Keys containing ``loss`` go to the left panel; the learning rate (``lr``) to its own axis
-            on the right of that panel (log scale); all other numeric keys (accuracies, mAP) to the
-            right panel. Epochs are integer ticks.
-        path: PNG to write.
-        artifact_path: artifact folder in the active run, or ``None`` to only write the file.
-    """
+def training_curves_figure(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]],
+                           title: str | None = None) -> Figure:
+    """The figure of :func:`plot_training_curves`: losses on the left panel with the learning rate (``lr``)
+    on its own log axis to their right, every other numeric metric (accuracies, mAP) on the right
+    panel; integer epoch ticks."""
     from matplotlib.ticker import MaxNLocator
 
     epochs, cols = _history_columns(history)
@@ -269,7 +257,26 @@ def plot_training_curves(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path, artifact_path)
+    return fig
+
+
+def plot_training_curves(
+    history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    artifact_path: str | None = "plots",
+    title: str | None = None,
+) -> Path:
+    """Loss and accuracy curves per epoch (:func:`training_curves_figure`), written as a PNG (and logged
+    as an artifact).
+
+    Args:
+        history: ``{"train_loss": [...], "val_top1": [...]}`` (one value per epoch; an optional
+            ``"epoch"`` list gives the x axis) or a list of per-epoch dicts as reported by Ray Train.
+        path: PNG to write.
+        artifact_path: artifact folder in the active run, or ``None`` to only write the file.
+    """
+    return _save(training_curves_figure(history, title), path, artifact_path)
 
 
 def plot_confusion_matrix(

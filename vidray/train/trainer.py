@@ -62,11 +62,12 @@ class TrainResult:
     wall_s: float = 0.0
 
     def format(self) -> str:
-        m = {k: v for k, v in self.metrics.items() if k in ("epoch", "train_loss", "val_loss", "val_top1", "val_mAP")}
+        m = {k: v for k, v in self.metrics.items() if k in ("train_loss", "val_loss", "val_top1", "val_mAP")}
+        epoch = int(self.metrics.get("epoch", 0) or 0)
         return (
             f"vidray train -> {self.run_dir}\n"
             f"  status {self.status}; last checkpoint {self.checkpoint}\n"
-            f"  metrics {json.dumps({k: round(float(v), 4) for k, v in m.items()})}\n"
+            f"  epoch {epoch}: " + ", ".join(f"{k} {float(v):.4f}" for k, v in m.items()) + "\n"
             f"  MLflow run {self.mlflow_run_id} (experiment {self.experiment_id}) at {self.tracking_uri}\n"
             f"  browse: mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1\n"
             f"  wall {self.wall_s:.1f} s" + (f", resumed after epoch {self.resumed_from_epoch}" if self.resumed_from_epoch else "")
