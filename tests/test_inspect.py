@@ -105,3 +105,26 @@ def test_inspect_run_best_and_last(tmp_path_factory, ray_local, tmp_path, capsys
     assert any(pl.endswith("curves.png") for pl in rep["plots"]) and "curves.png" in out
     with pytest.raises(SystemExit):
         cli_main(["inspect"])  # usage: argparse's own message, exit 2
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed here")
+def test_inspect_page_renders_in_headless_chromium(data_with_a_failure, tmp_path):
+    """Where a real browser is installed (`apt-get install chromium`), the page renders with its images."""
+    import subprocess
+
+    import cv2
+
+    page, shot = tmp_path / "page.html", tmp_path / "page.png"
+    assert cli_main(["inspect", str(data_with_a_failure), "--html", str(page)]) == 0
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run(["/usr/bin/chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120).stdout  # fmt: skip
+    assert "Contact sheet" in dom and "broken.mp4" in dom
+    subprocess.run(["/usr/bin/chromium", *flags, f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri()],
+                   capture_output=True, timeout=120)  # fmt: skip
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (1400, 1000)
+    colourful = (img.max(axis=2).astype(int) - img.min(axis=2)) > 60  # frames and flow, not just text
+    assert colourful.mean() > 0.02

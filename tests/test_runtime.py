@@ -168,3 +168,17 @@ def test_a_12_video_ingest_and_2_epoch_training_print_under_30_lines(tmp_path):
                                                               "successfully", "RayDeprecationWarning", "pid="))]
     assert ray_lines == [], ray_lines
     assert (tmp_path / "d" / "vidray.log").stat().st_size > 0 and (tmp_path / "r" / "vidray.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_two_workers_on_two_cpus_are_sized_to_fit_instead_of_hanging(data, tmp_path):
+    """`--workers 2` with the default 1 CPU per worker on a 2-CPU Ray: the workers took both CPUs and Ray
+    Data's read tasks never started (hung forever). They are now sized to leave Ray Data one CPU."""
+    from vidray.config import TrainConfig, load_config
+    from vidray.train.trainer import run_training
+
+    cfg = load_config(TrainConfig, None, fast_train_overrides("epochs=1", "model.name=single_frame"))
+    assert cfg.ray.cpus_per_worker == 1.0
+    r = run_training(data, cfg, workers=2, out=tmp_path / "run")
+    assert r.status == "FINISHED" and r.metrics["world_size"] == 2
