@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -136,37 +138,82 @@ def test_cli_exit_code_follows_the_failure_budget(ray_local, messy_corpus, tmp_p
     assert cli_main(args + ["--set", "execution.max_failure_fraction=0.5"]) == 0  # resumed: nothing to do
 
 
-def test_resume_skips_done_and_retry_failed_reruns_only_failures(ray_local, tmp_path):
+def _clip_ids(out) -> list[str]:
+    return [v for f in clip_files(out) for v in pq.read_table(f, columns=["video_id"])["video_id"].to_pylist()]
+
+
+def _lose_status_of(out: Path, key: str) -> int:
+    """Simulate a writer killed between its clips and status commits: the part's status rows vanish
+    from the snapshot (its clips part stays, an orphan). Returns how many videos depended on it."""
+    from vidray.io.dataset import load_status
+
+    eff = load_status(out).effective()
+    snap = sorted((out / "status").glob("compacted-*.parquet"))[-1]
+    t = pq.read_table(snap)
+    pq.write_table(t.filter(pc.not_equal(t["part"], key)), snap)
+    return int(pc.sum(pc.equal(eff["part"], key)).as_py())
+
+
+def test_resume_skips_done_and_retry_failed_reruns_only_failures(ray_local, tmp_path, monkeypatch, caplog, capsys):
     root = tmp_path / "root"
     root.mkdir()
     for i in range(5):
         _good_video(root / f"{i}.mp4", seed=i)
     (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{i}.mp4,a\n" for i in range(6)))
     out = tmp_path / "out"
-    s1 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg())
-    assert (s1.ok, s1.failed, s1.processed_this_run) == (5, 1, 6)
+    cfg = _cfg("output.target_part_mb=0")  # one part per task of 2 videos: several parts
+    s1 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=cfg)
+    assert (s1.ok, s1.failed, s1.processed_this_run, s1.run) == (5, 1, 6, 1)
+    assert [p.name for p in (out / "status").iterdir()] == ["compacted-00000001.parquet"]  # compacted at the end
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
 
     _good_video(root / "5.mp4", seed=5)  # the missing file appears
-    s2 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg())
+    s2 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=cfg)
     assert s2.processed_this_run == 0 and s2.failed == 1  # failures are recorded, not retried
-    s3 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg(), retry_failed=True)
-    assert (s3.processed_this_run, s3.ok, s3.failed, s3.entries) == (1, 6, 0, 6)
-    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # done parts untouched
+    s3 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=cfg, retry_failed=True)
+    assert (s3.processed_this_run, s3.ok, s3.failed, s3.entries, s3.run) == (1, 6, 0, 6, 3)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # done parts untouched (nor rewritten)
 
     # an interrupted run: one part's status lost -> only its videos run again, no duplicates
-    victim = sorted((out / "status").iterdir())[0]
-    n_victim = pq.read_table(victim).num_rows
-    victim.unlink()
-    s4 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg())
-    assert s4.processed_this_run == n_victim and s4.ok == 6
-    ids = [r["video_id"] for f in clip_files(out) for r in pq.read_table(f, columns=["video_id"]).to_pylist()]
-    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
+    victim = sorted((out / "clips").iterdir())[0].name[len("part-"):-len(".parquet")]
+    n_victim = _lose_status_of(out, victim)
+    s4 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=cfg)
+    assert s4.processed_this_run == n_victim > 0 and s4.ok == 6
+    assert sorted(_clip_ids(out)) == [str(i) for i in range(6)]
+
+    # a clips part truncated after its commit: the re-run names it, ingests its videos again
+    part = sorted((out / "clips").iterdir())[-1]
+    n_part = pq.read_metadata(part).num_rows
+    part.write_bytes(part.read_bytes()[:-100])
+    with caplog.at_level(logging.WARNING):
+        s5 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=cfg)
+    assert part.name in caplog.text and "truncated" in caplog.text
+    assert s5.processed_this_run == n_part and (s5.ok, s5.entries) == (6, 6) and not part.exists()
+    assert sorted(_clip_ids(out)) == [str(i) for i in range(6)]
+
+    # --dry-run: counts only, no Ray, nothing written
+    import vidray.ingest
+
+    monkeypatch.setattr(vidray.ingest, "init_ray", lambda *a, **k: pytest.fail("--dry-run started Ray"))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    argv = ["ingest", str(tmp_path / "m.csv"), "--root", str(root), "--out", str(out), "--dry-run", "--json"]
+    for extra, want in (([], (6, 6, 0, 0)), (["--set", "resize.short_side=32", "--retry-failed"], (6, 6, 0, 0))):
+        assert cli_main(argv + extra + sum((["--set", x] for x in FAST), [])) == 0
+        got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert (got["entries"], got["done"], got["todo"], got["failed_to_retry"]) == want
+        assert got["tasks"] == 0 and got["output_files"] == 0 and got["clip_files"] >= 1 and got["run"] == 6
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    fresh = tmp_path / "fresh"
+    assert cli_main(argv[:5] + [str(fresh), "--dry-run", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (got["entries"], got["done"], got["todo"], got["tasks"], got["output_files"]) == (6, 0, 6, 2, None)
+    assert not fresh.exists()
+    monkeypatch.undo()
 
     with pytest.raises(ValueError, match="other data settings"):
         run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg("resize.short_side=48"))
-    s5 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg("resize.short_side=48"), overwrite=True)
-    assert s5.processed_this_run == 6
+    s6 = run_ingest(tmp_path / "m.csv", out, root=root, cfg=_cfg("resize.short_side=48"), overwrite=True)
+    assert s6.processed_this_run == 6 and s6.run == 1
 
 
 def test_worker_killed_between_commits_loses_and_duplicates_nothing(ray_local, tmp_path):
@@ -182,10 +229,11 @@ def test_worker_killed_between_commits_loses_and_duplicates_nothing(ray_local, t
     assert (s.entries, s.ok) == (6, 6)
     status_ids = read_status(out)["video_id"].to_pylist()
     assert sorted(status_ids) == [str(i) for i in range(6)]
-    clip_ids = [r["video_id"] for f in clip_files(out) for r in pq.read_table(f, columns=["video_id"]).to_pylist()]
-    assert sorted(clip_ids) == [str(i) for i in range(6)]
-    assert not list((out / "clips").glob(".*.tmp"))
-    assert len(list((out / "clips").iterdir())) == len(list((out / "status").iterdir()))
+    assert sorted(_clip_ids(out)) == [str(i) for i in range(6)]
+    assert not list((out / "clips").glob(".*.tmp")) and not list((out / "status").glob(".*.tmp"))
+    # every clips file is a committed part (no orphan left), and the status is one snapshot
+    assert len(list((out / "clips").iterdir())) == len(clip_files(out)) >= 1
+    assert [p.name for p in (out / "status").iterdir()] == ["compacted-00000001.parquet"]
 
 
 def test_long_videos_are_split_into_bounded_chunk_rows(tmp_path):
