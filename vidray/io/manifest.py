@@ -251,9 +251,9 @@ def _build(source: str, raw: _Raw, root: str, explicit_root: bool, classes: list
     root_uri = is_uri(root)
     has_scheme = _np_bool(pc.match_substring(path, "://"))
     is_abs = _np_bool(pc.starts_with(path, "/"))
-    dotdot = _np_bool(pc.match_substring_regex(path, r"(^|/)\.\.(/|$)"))
-    if root_uri:  # resolve_path's URI-root check is os.path.normpath(...).startswith("..")
-        dotdot |= _np_bool(pc.match_substring(path, ".."))
+    dotdot = _np_bool(pc.match_substring(path, ".."))  # a plain scan first; the regex only when needed
+    if dotdot.any() and not root_uri:  # (a URI root's check is os.path.normpath(...).startswith(".."))
+        dotdot = _np_bool(pc.match_substring_regex(path, r"(^|/)\.\.(/|$)"))
     slow = has_scheme | is_abs | dotdot | bad_utf8
     open_path: list = [None] * n if slow.any() else []
     path_err: dict[int, str] = {}
@@ -306,7 +306,9 @@ def _build(source: str, raw: _Raw, root: str, explicit_root: bool, classes: list
     given = pc.utf8_trim_whitespace(raw.video_id) if raw.video_id is not None else None
     need = np.ones(n, bool) if given is None else _np_bool(pc.equal(given, ""))
     slashed = pc.replace_substring(path, "\\", "/")
-    base_dot = _np_bool(pc.match_substring_regex(slashed, r"(^|/)\.[^/]*$"))  # splitext keeps leading dots
+    base_dot = _np_bool(pc.or_(pc.starts_with(slashed, "."), pc.match_substring(slashed, "/.")))
+    if base_dot.any():  # os.path.splitext keeps a basename's leading dots
+        base_dot = _np_bool(pc.match_substring_regex(slashed, r"(^|/)\.[^/]*$"))
     slow_id = need & (has_scheme | is_abs | bad_utf8 | base_dot)
     dflt = pc.replace_substring_regex(slashed, _EXT_RE, "")
     vid = dflt if given is None else pc.if_else(pa.array(need), dflt, given)
