@@ -176,3 +176,23 @@ def test_measure_quick_model_predicts_pipeline():
         assert 0.5 < c["ratio"] < 2.0, (name, c)
     p = plan_corpus(corpus, cfg, r, [1], 8)
     assert p.core_hours > 0 and p.output_bytes > 0
+
+
+def test_output_files_and_resume_cost_by_hand():
+    from vidray.io.dataset import COMPACT_EVERY_PARTS
+    from vidray.plan import RESUME_S_PER_MILLION, RESUME_S_PER_PART, SNAPSHOT_BYTES_PER_ENTRY, output_files
+
+    cfg = _cfg("output.target_part_mb=400")
+    f = output_files(1_000_000, 4e12, cfg)  # 4 TB in 400 MB parts: 10,000 full ones + the last of the run
+    assert f["files"] == 10_001 and f["mean_file_mb"] == pytest.approx(4e12 / 10_001 / 1e6)
+    assert f["resume_status_files"] == 1 + COMPACT_EVERY_PARTS
+    assert f["status_snapshot_mb"] == pytest.approx(SNAPSHOT_BYTES_PER_ENTRY)
+    for store, per_m in RESUME_S_PER_MILLION.items():
+        assert f["resume_s"][store] == pytest.approx(per_m + COMPACT_EVERY_PARTS * RESUME_S_PER_PART[store])
+    one_per_task = output_files(10, 1e6, _cfg("output.target_part_mb=0", "output.videos_per_task=4"))
+    assert one_per_task["files"] == 3 and one_per_task["resume_status_files"] == 4
+    # the plan carries it, and the files fit the bound: total / 128 MB + a constant per run
+    corpus = CorpusStats("hand", videos=3600, mean_duration_s=10, width=640, height=360, fps=30, gop=30)
+    p = plan_corpus(corpus, _cfg("sampling.fps=1"), RATES, [1], 4)
+    assert p.files["files"] <= p.output_bytes / 128e6 + 1
+    assert "clips parts of" in __import__("vidray.plan", fromlist=["format_plan"]).format_plan(p)

@@ -50,7 +50,8 @@ def corpus(tmp_path_factory) -> Path:
 def test_a_local_ingest_listens_on_loopback_only_and_leaves_nothing_when_killed(corpus, tmp_path):
     out = tmp_path / "data"
     p = subprocess.Popen([sys.executable, "-m", "vidray", "ingest", str(corpus), "--out", str(out), "--set",
-                          "flow.enabled=true", "--set", "flow.algorithm=tvl1", "--set", "output.videos_per_task=1"],
+                          "flow.enabled=true", "--set", "flow.algorithm=tvl1", "--set", "output.videos_per_task=1",
+                          "--set", "output.target_part_mb=0"],
                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
         # wait until Ray is up and tasks run (a raylet and at least one worker below the driver)

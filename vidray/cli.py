@@ -80,6 +80,13 @@ def _cmd_ingest(a: argparse.Namespace) -> int:
     from vidray.ingest import run_ingest
 
     cfg = load_config(IngestConfig, a.config, a.overrides)
+    if a.dry_run:  # reads only: no log folder in the output, no Ray
+        plan = run_ingest(a.manifest, a.out, root=a.root, cfg=cfg, retry_failed=a.retry_failed,
+                          overwrite=a.overwrite, dry_run=True)
+        echo(plan.format())
+        if a.json:
+            echo(json.dumps(plan.to_dict()))
+        return 0
     set_log_dir(a.out)
     summary = run_ingest(a.manifest, a.out, root=a.root, cfg=cfg, retry_failed=a.retry_failed,
                          overwrite=a.overwrite)
@@ -187,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--retry-failed", action="store_true", help="re-run only the entries that failed")
     p.add_argument("--overwrite", action="store_true", help="replace an output made with other settings")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read the manifest and the output, say what a run would do (entries, done, to do, failed "
+                   "to retry, tasks, output files) and stop: no Ray, nothing written")
+    p.add_argument("--json", action="store_true", help="print the summary (or the --dry-run plan) as JSON on the last line")
     _COMMANDS["ingest"] = _cmd_ingest
 
     for register in _EXTRA_COMMANDS:

@@ -112,7 +112,15 @@ class OutputConfig(_Strict):
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of frames and flow stacks")
     flow_encoding: FrameEncoding = Field("jpeg", description="flow stacks' image encoding")
     max_frames_per_row: int = Field(128, ge=1, description="longer videos are split into chunk rows")
-    videos_per_task: int = Field(4, ge=1, description="videos per Ray task and per Parquet file pair")
+    videos_per_task: int = Field(4, ge=1, description="videos per Ray decoding task (load balance, cheap retries)")
+    target_part_mb: float = Field(
+        384.0, ge=0, description="size of a clips part file: a write task bundles decoded videos until it holds "
+        "this many MB (rows of a video never split but for max_frames_per_row chunks); 0: one part per task")
+    row_group_mb: float = Field(64.0, gt=0, description="Parquet row group size inside a clips part (MB): what a "
+                                "training read task holds in memory")
+    order_seed: int | None = Field(
+        0, description="entries are processed in a seeded random order (recorded in dataset.json), so a "
+        "class-sorted manifest still gives class-mixed parts; null: manifest order")
 
 
 class ExecutionConfig(_Strict):
@@ -147,7 +155,8 @@ class IngestConfig(_Strict):
         """Hash of the settings that change the data (not of execution settings)."""
         d = self.model_dump(mode="json")
         d.pop("execution")
-        d["output"].pop("videos_per_task")
+        for k in ("videos_per_task", "target_part_mb", "row_group_mb", "order_seed"):  # where rows go, not what
+            d["output"].pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

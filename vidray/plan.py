@@ -300,6 +300,7 @@ class Plan:
     payload_bytes_per_video: float
     output_bytes: float
     notes: list[str] = field(default_factory=list)
+    files: dict[str, Any] = field(default_factory=dict)  # see output_files()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -352,6 +353,36 @@ def stage_seconds(w: VideoWork, cfg: IngestConfig, rates: Rates) -> tuple[list[t
     return stage_specs, payload
 
 
+# Driver-side costs at corpus scale, measured by benchmarks/scale.py on the 2-core development machine
+# (other work running; see the README's benchmark table): they scale with the number of manifest
+# entries, plus one read per status part not yet compacted (at most COMPACT_EVERY_PARTS after a kill).
+SNAPSHOT_BYTES_PER_ENTRY = 23.0
+"""Bytes of the compacted status snapshot per manifest entry (Sports-1M: 26 MB)."""
+RESUME_S_PER_MILLION = {"local disk": 9.0, "S3 (moto on loopback)": 12.0}
+"""Seconds of resume planning (manifest read + status snapshot + anti-join) per million entries."""
+RESUME_S_PER_PART = {"local disk": 0.004, "S3 (moto on loopback)": 0.036}
+"""Seconds per uncompacted status part read."""
+
+
+def output_files(videos: int, output_bytes: float, cfg: "IngestConfig") -> dict[str, Any]:
+    """Clips part files of an ingest (one per ``output.target_part_mb`` of output; a write task bundles
+    until it holds that much, so each run adds at most one smaller last file), their mean size, and
+    what a resume (or ``--retry-failed``, ``--dry-run``, opening for training) reads of the status."""
+    from vidray.io.dataset import COMPACT_EVERY_PARTS
+
+    o = cfg.output
+    if o.target_part_mb:
+        files = max(1, int(output_bytes // (o.target_part_mb * 1e6)) + 1)
+    else:
+        files = max(1, -(-videos // o.videos_per_task))
+    max_parts = min(COMPACT_EVERY_PARTS, files)
+    resume = {store: videos / 1e6 * per_m + max_parts * RESUME_S_PER_PART[store]
+              for store, per_m in RESUME_S_PER_MILLION.items()}  # fmt: skip
+    return {"files": files, "mean_file_mb": output_bytes / files / 1e6, "row_group_mb": o.row_group_mb,
+            "status_snapshot_mb": videos * SNAPSHOT_BYTES_PER_ENTRY / 1e6, "resume_status_files": 1 + max_parts,
+            "resume_s": resume}  # fmt: skip
+
+
 def plan_corpus(
     corpus: CorpusStats, cfg: IngestConfig, rates: Rates, nodes: list[int], cores: int, config_source: str = ""
 ) -> Plan:
@@ -374,12 +405,13 @@ def plan_corpus(
     if ex.num_cpus_per_task != 1:
         notes.append(f"execution.num_cpus_per_task={ex.num_cpus_per_task}: each task still runs one thread, "
                      f"so {int(cores // ex.num_cpus_per_task)} tasks per {cores}-core node")
+    out_bytes = payload * rates.parquet_overhead * corpus.videos
     return Plan(
         corpus=corpus, config_source=config_source, work=w, rates=rates, nodes=list(nodes), cores=cores,
         slots_per_node=task_slots(1, cores, ex.num_cpus_per_task, None), concurrency=ex.concurrency,
         stages=stages, core_hours=total, wall_hours=wall, node_hours={n: wall[n] * n for n in nodes},
-        payload_bytes_per_video=payload, output_bytes=payload * rates.parquet_overhead * corpus.videos,
-        notes=notes,
+        payload_bytes_per_video=payload, output_bytes=out_bytes, notes=notes,
+        files=output_files(corpus.videos, out_bytes, cfg),
     )
 
 
@@ -436,6 +468,16 @@ def format_plan(p: Plan) -> str:
         + (f", {_fmt_bytes(r.flow_stack_bytes)} per flow stack" if p.work.flow_stacks else "")
         + f"; Parquet overhead x{r.parquet_overhead:.3f})",
     ]
+    f = p.files
+    if f:
+        lines += [
+            f"  files: {f['files']:,} clips parts of ~{_fmt_bytes(f['mean_file_mb'] * 1e6)} (output.target_part_mb; "
+            f"+1 smaller per run), row groups of {f['row_group_mb']:g} MB; status: one snapshot of "
+            f"~{_fmt_bytes(f['status_snapshot_mb'] * 1e6)}",
+            f"  resume / --retry-failed / --dry-run: reads the snapshot + at most {f['resume_status_files'] - 1} "
+            "status parts: ~" + ", ~".join(f"{v:,.0f} s on {k}" for k, v in f["resume_s"].items())
+            + " (driver-side rates of benchmarks/scale.py)",
+        ]
     checks = r.meta.get("checks") or {}
     for name, chk in checks.items():
         lines.append(f"  check {name}: measured {chk['measured_s']:.3f} CPU-s, model {chk['model_s']:.3f} s "

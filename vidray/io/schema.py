@@ -2,8 +2,10 @@
 
 ``<out>/clips/part-<key>.parquet``: one row per video, or per chunk of at most
 ``output.max_frames_per_row`` stored frames of a long video (a row never grows without limit).
-``<out>/status/part-<key>.parquet``: one row per manifest entry. A clips part counts only when the
-status part of the same ``<key>`` exists (status is committed last), see :mod:`vidray.ingest`.
+``<out>/status/``: one row per manifest entry (per run that processed it), in per-task parts
+``part-<key>.parquet`` and in the driver's compacted snapshots ``compacted-<seq>.parquet`` (the same
+columns plus ``part``). A clips part counts only when status rows of the same ``<key>`` exist (status
+is committed last); the commit protocol and the snapshots are :mod:`vidray.io.dataset`'s.
 
 Changing a column's meaning or type bumps :data:`SCHEMA_VERSION`.
 """
@@ -69,7 +71,13 @@ STATUS_SCHEMA = pa.schema(
         ("num_chunks", pa.int32()),
         ("bytes", pa.int64()),  # encoded frame + flow bytes
         ("seconds", pa.float64()),  # wall time spent on this video
+        # added for corpus scale (parts written before them read as null: run 0, size not recorded)
+        ("run", pa.int32()),  # the ingest run (dataset.json "runs") that wrote the row; the newest wins
+        ("clips_bytes", pa.int64()),  # byte size of the clips part of this row's part (0: no clips part)
     ],
     metadata={"vidray.schema_version": str(SCHEMA_VERSION)},
 )
 
+
+# A compacted status snapshot: every status row of the parts it covers, plus the part's key.
+SNAPSHOT_SCHEMA = STATUS_SCHEMA.append(pa.field("part", pa.string()))

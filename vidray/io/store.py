@@ -57,6 +57,17 @@ class Store:
         names = [i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
         return sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix))
 
+    def list_sizes(self, rel: str, prefix: str = "", suffix: str = "") -> dict[str, int]:
+        """``{name: size in bytes}`` of the files directly in ``rel`` matching prefix/suffix (one LIST)."""
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=False)
+        return {i.base_name: int(i.size) for i in self.fs.get_file_info(sel)
+                if i.type == pafs.FileType.File and i.base_name.startswith(prefix) and i.base_name.endswith(suffix)}
+
+    def size(self, rel: str) -> int | None:
+        """Byte size of ``rel`` (``None`` when it does not exist)."""
+        info = self.fs.get_file_info(self.path(rel))
+        return None if info.type == pafs.FileType.NotFound else int(info.size)
+
     def delete(self, rel: str) -> None:
         try:
             self.fs.delete_file(self.path(rel))
