@@ -42,7 +42,7 @@ from vidray.io.manifest import Manifest, ManifestEntry, read_manifest
 from vidray.io.schema import CLIP_SCHEMA, STATUS_SCHEMA
 from vidray.io.store import Store
 from vidray.io.video import VideoDecodeError, VideoInfo, iter_frames, output_size, probe
-from vidray.runtime import init_ray
+from vidray.runtime import init_ray, node_selector, trace_placement
 from vidray.sampling import flow_indices, flow_step, sample_frames
 
 logger = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ def process_videos(batch: pa.Table, cfg: IngestConfig, board: Any = None) -> Ite
     import cv2
 
     cv2.setNumThreads(1)  # Ray parallelises across videos
+    trace_placement("ingest_task", videos=batch.num_rows)
     for entry in batch.to_pylist():
         entry["open_path"] = os.fsdecode(entry["open_path"])
         rows = process_video(entry, cfg)
@@ -249,6 +250,7 @@ class IngestSink(Datasink):
         return "VidrayIngest"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict:
+        trace_placement("ingest_write")
         writer = fmt.PartWriter(Store(self.out), fault_kill_once=self.fault_kill_once)
         try:
             for block in blocks:
@@ -367,6 +369,9 @@ def run_ingest(
         # max_retries its videos are recorded as failed below instead of failing the dataset.
         ctx.max_errored_blocks = -1
         per_task = cfg.output.videos_per_task
+        # only on ingest-type nodes (cluster.yaml); the same selector on both operators keeps them fused
+        sel = node_selector(ex.node_labels, "ingest tasks")
+        placement = {"label_selector": sel} if sel else {}
         ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
         with warnings.catch_warnings():
             # Ray 2.60 deprecates **ray_remote_args, but it is the only way to bound task retries
@@ -379,10 +384,10 @@ def run_ingest(
                 num_cpus=ex.num_cpus_per_task,
                 memory=ex.memory_per_task_mb * 1024 * 1024 if ex.memory_per_task_mb else None,
                 max_retries=ex.max_retries,
-                runtime_env={"env_vars": dict(ex.env_vars)} if ex.env_vars else None,
+                runtime_env={"env_vars": dict(ex.env_vars)} if ex.env_vars else None, **placement,
             )
             sink = IngestSink(st.uri, fault_kill_once=_fault_kill_once)
-            remote_args: dict[str, Any] = {"num_cpus": ex.num_cpus_per_task, "max_retries": ex.max_retries}
+            remote_args: dict[str, Any] = {"num_cpus": ex.num_cpus_per_task, "max_retries": ex.max_retries, **placement}
             if ex.env_vars:
                 remote_args["runtime_env"] = {"env_vars": dict(ex.env_vars)}
             with current().follow(board, "ingest", len(todo), "videos",
