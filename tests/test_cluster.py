@@ -6,9 +6,8 @@ One cluster for the module: a head with 0 CPUs, two ingest nodes (1 CPU) and two
 as a driver subprocess on the head (``RAY_ADDRESS``). The nodes run with ``VIDRAY_PLACEMENT_LOG`` set, so
 every ingest task, Train worker, Train data task and Tune trial records the node id Ray's runtime context
 gives it (:func:`vidray.runtime.trace_placement`); each test takes the records written while its command
-ran and asserts the node TYPE of every one (dead nodes included). (A job runtime env would not do: Train
-V2 starts its controller with a runtime env of its own, and the data tasks it launches lost the job's
-variables.) Nodes are lost with SIGKILL to their process group
+ran and asserts the node TYPE of every one (dead nodes included). (Set on the nodes rather than in each
+job's runtime env: Ray then reuses its idle workers across the module's jobs.) Nodes are lost with SIGKILL to their process group
 and worker pids; the harness starts a replacement as the autoscaler would. Each test prints one
 ``REPORT {...}`` line with its figures (``pytest -s``); docs/cluster.md quotes them.
 """

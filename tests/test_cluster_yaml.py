@@ -124,5 +124,5 @@ def test_docs_use_the_paths_of_cluster_yaml():
     missing = sorted(p for p in yaml_paths if p not in docs)
     assert not missing, f"cluster.yaml paths not in docs/cluster.md: {missing}"
     created = set(re.search(r"mkdir -p ((?:/mnt/vidray/\S+ ?)+)", text).group(1).split())
-    used = {"/".join(p.split("/")[:4]) for p in re.findall(r"/mnt/vidray/[\w.-]+(?:/[\w.-]+)*", docs)}
+    used = {"/".join(p.split("/")[:4]) for p in re.findall(r"/mnt/vidray/\w[\w.-]*(?:/[\w.-]+)*", docs)}
     assert used <= created, f"docs/cluster.md uses folders cluster.yaml never creates: {sorted(used - created)}"

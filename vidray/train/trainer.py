@@ -150,8 +150,7 @@ def total_bytes(files: list[str]) -> int:
     return sum(i.size or 0 for i in fs.get_file_info([f.split("://", 1)[1] for f in files]))
 
 
-def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: bool, workers: int,
-              selector: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: bool, workers: int) -> dict[str, Any]:
     """Ray Data over the committed Parquet parts: only the needed columns, one split each.
 
     Training (``input.decode_in: read_tasks``, the fastest here): every row is sampled, decoded and
@@ -175,12 +174,12 @@ def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: boo
         ds = ray.data.read_parquet(files, shuffle="files" if train and cfg.input.shuffle_files else None,
                                    override_num_blocks=read_blocks(files, workers, cfg.input.read_blocks))
         ds = ds.select_columns(columns_for(spec)).filter(expr=col("split") == split)
-        place = {"label_selector": selector} if selector else {}  # also set for the whole dataset in _trainer
+        # placement: the label selector is set for the whole dataset (every task) in _trainer's DataConfig,
+        # not per operator, which would keep the read and this map from fusing into one task
         if train and cfg.input.decode_in == "read_tasks":
             return ds.map_batches(decode_augment_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow",
-                                  batch_size=max(cfg.batch_size, 16), **place)  # fmt: skip
-        return ds.map_batches(select_frames_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=None,
-                              **place)  # fmt: skip
+                                  batch_size=max(cfg.batch_size, 16))  # fmt: skip
+        return ds.map_batches(select_frames_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=None)
 
     out = {"train": split_ds(cfg.input.train_split, True)}
     if has_val:
@@ -381,7 +380,7 @@ def _trainer(run: _Run, workers: int, loop_config: dict[str, Any], callbacks: li
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             callbacks=list(callbacks or []),
         ),
-        datasets=_datasets(run.files, cfg, len(run.classes), bool(run.val_ids), workers, selector),
+        datasets=_datasets(run.files, cfg, len(run.classes), bool(run.val_ids), workers),
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=exec_options),
     )  # fmt: skip
 
@@ -481,7 +480,7 @@ def run_training(
                          "MLFLOW_TRACKING_URI")
     run = _prepare_run(data_dir, cfg, out)
     init_ray(run.cfg.ray.ray_address)
-    selector = node_selector(run.cfg.ray.node_labels, "Train workers") if workers > 0 else None
+    selector = node_selector(run.cfg.ray.node_labels, "Train workers and their data tasks")
     if fit_to_cluster:  # a usage error (workers that cannot fit) before any MLflow run is opened
         run.cfg = _fit_cluster(run.cfg, workers, selector)
     cfg, run_dir = run.cfg, run.run_dir
