@@ -99,3 +99,30 @@ def test_validation_rejects_broken_configs(raw, breakage):
     edit(broken)
     with pytest.raises((jsonschema.ValidationError, ValueError)):
         _ray_up_checks(broken)
+
+
+def test_node_labels_are_the_placement_defaults(raw):
+    """vidray's placement defaults select cluster.yaml's node types by their labels."""
+    from vidray.config import IngestConfig, TrainConfig
+    from vidray.tune import SweepConfig
+
+    types = raw["available_node_types"]
+    assert types["cpu_ingest"]["labels"] == IngestConfig().execution.node_labels
+    assert types["gpu_train"]["labels"] == TrainConfig().ray.node_labels == SweepConfig().node_labels
+    assert types["head"]["labels"] not in (types["cpu_ingest"]["labels"], types["gpu_train"]["labels"])
+
+
+def test_docs_use_the_paths_of_cluster_yaml():
+    """Every shared path cluster.yaml mounts or creates is in docs/cluster.md, and every /mnt/vidray
+    folder the docs use is one cluster.yaml creates (so a job copied from the docs finds its folders)."""
+    import re
+
+    text = (REPO / "cluster.yaml").read_text()
+    docs = (REPO / "docs" / "cluster.md").read_text()
+    yaml_paths = set(re.findall(r"/mnt/vidray(?:/[\w.-]+)*", text)) | set(re.findall(r"s3://\$VIDRAY_BUCKET(?:/[\w.-]+)*", text))
+    assert {"/mnt/vidray", "/mnt/vidray/data", "/mnt/vidray/runs", "s3://$VIDRAY_BUCKET/mlflow-artifacts"} <= yaml_paths
+    missing = sorted(p for p in yaml_paths if p not in docs)
+    assert not missing, f"cluster.yaml paths not in docs/cluster.md: {missing}"
+    created = set(re.search(r"mkdir -p ((?:/mnt/vidray/\S+ ?)+)", text).group(1).split())
+    used = {"/".join(p.split("/")[:4]) for p in re.findall(r"/mnt/vidray/\w[\w.-]*(?:/[\w.-]+)*", docs)}
+    assert used <= created, f"docs/cluster.md uses folders cluster.yaml never creates: {sorted(used - created)}"

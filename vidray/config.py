@@ -140,6 +140,11 @@ class ExecutionConfig(_Strict):
         description="environment of the ingest tasks (e.g. AWS_ENDPOINT_URL for an S3-compatible store); "
         "never put secrets here: use the nodes' credentials",
     )
+    node_labels: dict[str, str] = Field(
+        default_factory=lambda: {"vidray-role": "ingest"},
+        description="Ray node labels the ingest tasks run on (cluster.yaml's cpu_ingest nodes); applied only when "
+        "a node of the cluster carries these label keys (a plain local Ray has none); {} = any node",
+    )
 
 
 class IngestConfig(_Strict):
@@ -338,6 +343,15 @@ class RayTrainConfig(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker (sized down to fit the cluster "
                                    "next to Ray Data's read tasks)")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint")
+    node_labels: dict[str, str] = Field(
+        default_factory=lambda: {"vidray-role": "train"},
+        description="Ray node labels the Train workers and their Ray Data tasks run on (cluster.yaml's gpu_train "
+        "nodes); applied only when a node of the cluster carries these label keys; {} = any node",
+    )
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict, description="extra Ray resources per Train worker, e.g. {gpu_standin: 1}: the custom "
+        "resource that stands in for the GPU on a CPU-only test cluster (scripts/local_cluster.py)",
+    )
     prefetch_batches: int = Field(2, ge=0, description="batches Ray Data prepares ahead per worker")
     find_unused_parameters: bool = Field(False, description="DDP: for models with unused heads")
     parquet_v2: bool = Field(
@@ -354,6 +368,8 @@ class DebugConfig(_Strict):
     fail_after_epoch: int | None = Field(None, ge=1, description="tests: rank 0 dies once in epoch k+1")
     fail_mode: Literal["exit", "raise"] = Field("exit", description="tests: os._exit(1) or an exception")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (smoke tests)")
+    step_sleep_s: float = Field(0.0, ge=0, description="tests: sleep after every training step (fault tests hit "
+                                "an epoch in its middle)")
 
 
 class TrainConfig(_Strict):

@@ -267,7 +267,10 @@ class ProgressBoard:
 
 
 def make_board() -> Any:
-    """A new :class:`ProgressBoard` actor on this driver's node (Ray must be initialised)."""
+    """A new :class:`ProgressBoard` actor on this driver's node (Ray must be initialised): a 0-CPU
+    coordination actor, pinned there (softly) so a worker node lost mid-run never takes it along."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return ray.remote(num_cpus=0, max_restarts=0)(ProgressBoard).remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(num_cpus=0, max_restarts=0)(ProgressBoard).options(scheduling_strategy=here).remote()

@@ -50,7 +50,7 @@ from vidray.io.manifest import Manifest, entry_open_path, read_manifest
 from vidray.io.schema import CLIP_SCHEMA, SNAPSHOT_SCHEMA
 from vidray.io.store import Store
 from vidray.io.video import VideoDecodeError, VideoInfo, iter_frames, output_size, probe
-from vidray.runtime import init_ray
+from vidray.runtime import init_ray, node_selector, trace_placement
 from vidray.sampling import flow_indices, flow_step, sample_frames
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ def process_videos(batch: pa.Table, cfg: IngestConfig, board: Any = None, root: 
     import cv2
 
     cv2.setNumThreads(1)  # Ray parallelises across videos
+    trace_placement("ingest_task", videos=batch.num_rows)
     for entry in batch.to_pylist():
         if not entry.get("status"):
             op, err = entry_open_path(entry["path"], entry.get("open_path"), root)
@@ -282,6 +283,7 @@ def make_sink(out: str, run: int, target_part_mb: float, row_group_mb: float,
                 return "VidrayIngest"
 
             def write(self, blocks: Iterable[Any], ctx: Any) -> dict:
+                trace_placement("ingest_write")
                 writer = fmt.PartWriter(Store(self.out), run=self.run, row_group_bytes=self.row_group_bytes,
                                         fault_kill_once=self.fault_kill_once)  # fmt: skip
                 try:
@@ -529,6 +531,9 @@ def _run_tasks(todo: pa.Table, st: Store, man: Manifest, cfg: IngestConfig, run:
     # max_retries its videos are recorded as failed below instead of failing the dataset.
     ctx.max_errored_blocks = -1
     per_task = cfg.output.videos_per_task
+    # only on ingest-type nodes (cluster.yaml); the same selector on both operators keeps them fused
+    sel = node_selector(ex.node_labels, "ingest tasks")
+    placement = {"label_selector": sel} if sel else {}
     ds = ray.data.from_arrow(todo, override_num_blocks=max(1, -(-todo.num_rows // BLOCK_ENTRIES)))
     if per_task < BLOCK_ENTRIES:
         ds = ds.repartition(target_num_rows_per_block=per_task)  # one decoding task per per_task videos
@@ -543,10 +548,11 @@ def _run_tasks(todo: pa.Table, st: Store, man: Manifest, cfg: IngestConfig, run:
             num_cpus=ex.num_cpus_per_task,
             memory=ex.memory_per_task_mb * 1024 * 1024 if ex.memory_per_task_mb else None,
             max_retries=ex.max_retries,
-            runtime_env={"env_vars": dict(ex.env_vars)} if ex.env_vars else None,
+            runtime_env={"env_vars": dict(ex.env_vars)} if ex.env_vars else None, **placement,
         )  # fmt: skip
         sink = make_sink(st.uri, run, cfg.output.target_part_mb, cfg.output.row_group_mb, fault_kill_once)
-        remote_args: dict[str, Any] = {"num_cpus": ex.num_cpus_per_task, "max_retries": ex.max_retries}
+        remote_args: dict[str, Any] = {"num_cpus": ex.num_cpus_per_task, "max_retries": ex.max_retries,
+                                       **placement}
         if ex.env_vars:
             remote_args["runtime_env"] = {"env_vars": dict(ex.env_vars)}
         with fmt.Compactor(st) as compactor, current().follow(

@@ -37,7 +37,8 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["init_ray", "local_ray_address", "listening_sockets", "descendants"]
+__all__ = ["init_ray", "local_ray_address", "node_selector", "cluster_cpus", "trace_placement", "listening_sockets",
+           "descendants"]
 
 _REAPER: subprocess.Popen | None = None
 _PR_SET_PDEATHSIG = 1
@@ -95,6 +96,84 @@ def _start_local(*, dashboard: bool, num_cpus: float | None, **kwargs: Any) -> N
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
     os.environ["RAY_ADDRESS"] = addr  # this process's own later lookups (State API, ray.util.state)
     _start_reaper()
+
+
+# ------------------------------------------------------------------------------------------------
+# placement by node type (cluster.yaml's node labels)
+# ------------------------------------------------------------------------------------------------
+def _alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _matches(node_labels: dict[str, str], selector: dict[str, str]) -> bool:
+    """Whether a node's labels satisfy a selector of plain ``key: value`` pairs (Ray's operators such as
+    ``!v`` or ``in(a,b)`` are Ray's to evaluate: they count as matching here)."""
+    for k, v in selector.items():
+        plain = not (v.startswith("!") or v.startswith("in(") or v.startswith("!in("))
+        if plain and node_labels.get(k) != v:
+            return False
+    return True
+
+
+def node_selector(labels: dict[str, str] | None, what: str = "tasks") -> dict[str, str] | None:
+    """``labels`` as a Ray label selector for the connected cluster, or ``None`` (no constraint).
+
+    Applied only when some live node carries every label KEY of ``labels``: on a cluster labelled like
+    ``cluster.yaml`` (the head carries ``vidray-role=head`` from the start) the selector holds even
+    before the autoscaler has started a matching node; on a plain local Ray (no such label anywhere)
+    vidray's defaults do not leave the work unschedulable. With no live node matching yet, a warning
+    says the work waits for one."""
+    if not labels:
+        return None
+    nodes = _alive_nodes()
+    keys = set(labels)
+    if not any(keys <= set(n.get("Labels") or {}) for n in nodes):
+        return None
+    if not any(_matches(n.get("Labels") or {}, labels) for n in nodes):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "no live node has the labels %s yet: the %s wait for one (on a cluster.yaml cluster the autoscaler "
+            "starts it)", labels, what)
+    return dict(labels)
+
+
+def cluster_cpus(selector: dict[str, str] | None = None) -> float:
+    """CPUs of the live nodes that ``selector`` admits (all live nodes without one)."""
+    import ray
+
+    if not selector:
+        return float(ray.cluster_resources().get("CPU", 0.0))
+    return float(sum((n.get("Resources") or {}).get("CPU", 0.0) for n in _alive_nodes()
+                     if _matches(n.get("Labels") or {}, selector)))
+
+
+def trace_placement(kind: str, **fields: object) -> None:
+    """Record where a unit of work runs, when ``VIDRAY_PLACEMENT_LOG`` names a folder every node sees:
+    one small JSON file ``{kind, node_id, pid, t, ...}`` per call (no appends: safe on NFS and with many
+    writers). Called by ingest tasks, Train workers, their Ray Data tasks and Tune trials; a no-op
+    (one environment lookup) otherwise. ``tests/test_cluster.py`` asserts placement with it."""
+    folder = os.environ.get("VIDRAY_PLACEMENT_LOG")
+    if not folder:
+        return
+    import json
+    import uuid
+
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        rec = {"kind": kind, "node_id": node, "pid": os.getpid(), "t": time.time(), **fields}
+        os.makedirs(folder, exist_ok=True)
+        name = f"{kind}-{uuid.uuid4().hex}"
+        tmp = os.path.join(folder, f".{name}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(rec, f, default=str)
+        os.replace(tmp, os.path.join(folder, f"{name}.json"))
+    except Exception:  # a debugging aid never fails the work
+        pass
 
 
 # ------------------------------------------------------------------------------------------------

@@ -77,6 +77,11 @@ class SweepConfig(_Strict):
     cpus_per_worker: float = Field(0.5, gt=0)
     trial_cpus: float = Field(0.5, gt=0)
     use_gpu: bool = False
+    node_labels: dict[str, str] = Field(
+        default_factory=lambda: {"vidray-role": "train"},
+        description="Ray node labels of the trials and their Train workers (cluster.yaml's gpu_train); applied "
+        "only when a node of the cluster carries these label keys; {} = any node",
+    )
     data_cpus: float = Field(1.0, ge=0, description="CPUs left free for Ray Data when sizing concurrency")
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(1, ge=0, description="retries of a failing trial")
@@ -172,7 +177,8 @@ def trial_config(sweep: SweepConfig, base_dir: Path, params: dict[str, Any]) -> 
     if sweep.model:
         sets.append(f"model.name={sweep.model}")
     d = apply_overrides(base, sets)
-    d.setdefault("ray", {}).update(cpus_per_worker=sweep.cpus_per_worker, use_gpu=sweep.use_gpu)
+    d.setdefault("ray", {}).update(cpus_per_worker=sweep.cpus_per_worker, use_gpu=sweep.use_gpu,
+                                   node_labels=dict(sweep.node_labels))
     return TrainConfig.model_validate(d), str(data)
 
 
@@ -185,8 +191,10 @@ def _trial(params: dict[str, Any], sweep_json: str, base_dir: str, sweep_dir: st
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from vidray.runtime import trace_placement
     from vidray.train.trainer import run_training
 
+    trace_placement("tune_trial", trial_id=tune.get_context().get_trial_id())
     sweep = SweepConfig.model_validate_json(sweep_json)
     cfg, data = trial_config(sweep, Path(base_dir), params)
     trial_dir = Path(sweep_dir) / "trials" / tune.get_context().get_trial_id()
@@ -204,7 +212,7 @@ def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overri
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from vidray.runtime import init_ray
+    from vidray.runtime import cluster_cpus, init_ray, node_selector
     from vidray.tracking import default_tracking_uri, log_params_flat, setup_mlflow
 
     sweep_path = Path(sweep_path).resolve()
@@ -235,11 +243,17 @@ def run_sweep(sweep_path: str | Path, *, out: str | Path = "runs/sweeps", overri
                                   reduction_factor=sweep.scheduler.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    concurrent = sweep.max_concurrent_trials or max_concurrent(ray.cluster_resources().get("CPU", 1), sweep)
+    # trials (and, through trial_config, their Train workers and data tasks) on train-type nodes only
+    selector = node_selector(sweep.node_labels, "trials")
+    cpus = cluster_cpus(selector) or float(ray.cluster_resources().get("CPU", 1))
+    concurrent = sweep.max_concurrent_trials or max_concurrent(cpus, sweep)
+    trial_resources: Any = {"CPU": sweep.trial_cpus}
+    if selector:
+        trial_resources = tune.PlacementGroupFactory([trial_resources], bundle_label_selector=[selector])
     trainable = tune.with_resources(
         tune.with_parameters(_trial, sweep_json=sweep.model_dump_json(), base_dir=str(sweep_path.parent),
                              sweep_dir=str(sweep_dir)),
-        {"CPU": sweep.trial_cpus},
+        trial_resources,
     )
     progress_cb = _trial_progress(sweep.metric, sweep.mode)
     mlflow_cb = MLflowLoggerCallback(tracking_uri=uri, experiment_name=sweep.experiment, save_artifact=False,

@@ -40,6 +40,7 @@ from vidray.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, t
 from vidray.io.flowcodec import decode_flow_stack, dequantize_flow
 from vidray.io.imcodec import decode_image
 from vidray.io.labels import multi_hot
+from vidray.runtime import trace_placement
 
 try:  # Ray Data's base class: iter_torch_batches hands it the Arrow table of a batch.
     from ray.data.collate_fn import ArrowBatchCollateFn as _CollateBase
@@ -355,6 +356,7 @@ def select_frames_fn(table: pa.Table, spec: ClipSpec) -> pa.Table:
     """``Dataset.map_batches(select_frames_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow")``: :func:`select_frames`
     with fresh OS entropy per batch (Ray Data re-runs the read every epoch, so every epoch samples new
     offsets); task-based, so it fuses with the read."""
+    trace_placement("train_data_task")
     return select_frames(table, spec, np.random.default_rng())
 
 
@@ -506,6 +508,7 @@ def decode_augment_fn(table: pa.Table, spec: ClipSpec) -> dict[str, np.ndarray]:
     batch of :func:`collate_numpy` (uint8 frames: ``iter_torch_batches()`` then only converts). The
     training path: Ray Data spreads this work over every CPU of the cluster, and only T decoded frames
     per clip leave the task. Draws from OS entropy (a new sample every epoch)."""
+    trace_placement("train_data_task")
     rng = np.random.default_rng()
     return collate_numpy([make_sample(r, spec, rng) for r in iter_rows(table)], spec)
 

@@ -32,6 +32,7 @@ from vidray.eval.metrics import confusion_matrix, hit_at_k, summarize
 from vidray.io import dataset as fmt
 from vidray.io.checkpoint import load_checkpoint, resolve_checkpoint_file
 from vidray.io.labels import multi_hot
+from vidray.io.store import is_uri, join, local_file
 from vidray.recipe import build_model, clip_spec, is_multilabel, video_scoring
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class _VideoScores:
     level: str | None = None
 
 
-def _load_model(ck_file: Path, data_dir: str | Path, device: torch.device) -> tuple[dict, TrainConfig, torch.nn.Module]:
+def _load_model(ck_file: Path | str, data_dir: str | Path, device: torch.device) -> tuple[dict, TrainConfig, torch.nn.Module]:
     """The checkpoint's state, config and model (in eval mode on ``device``); the data's classes must
     be the checkpoint's."""
     from vidray.io.reader import IngestDataset
@@ -190,8 +191,9 @@ def evaluate_checkpoint(
     """Evaluate a training checkpoint on one split of an ingest output.
 
     Args:
-        checkpoint: ``checkpoint.pt``, an ``epoch_*`` folder, or a run folder (its latest checkpoint).
-        data_dir: ingest output; its classes must be the checkpoint's.
+        checkpoint: ``checkpoint.pt``, an ``epoch_*`` folder, or a run folder (its latest checkpoint);
+            local or a URI (``s3://...``: a run trained with ``--out s3://...``).
+        data_dir: ingest output (local or a URI); its classes must be the checkpoint's.
         split: manifest split (``None``: every video).
         num_clips: clips / segment samplings per video (default: 1).
         num_crops: 1, 3 or 10 views per clip.
@@ -201,7 +203,8 @@ def evaluate_checkpoint(
         activation: ``softmax | sigmoid | none`` before aggregating (default: sigmoid for
             multi-label ``bce`` checkpoints, else softmax).
         batch_size: views per forward pass.
-        out: ``.npz`` for the video scores (default ``<run>/eval/<split>-<N>x<V>-<aggregate>.npz``).
+        out: ``.npz`` for the video scores (default ``<run>/eval/<split>-<N>x<V>-<aggregate>.npz``, on the
+            run's own storage; a URI is written through a local temporary file).
         max_videos: stop after this many videos (smoke tests).
     """
     t0 = time.perf_counter()
@@ -223,27 +226,33 @@ def evaluate_checkpoint(
     metrics, vs, y = _metrics(res, k, multi, n_clips)
     from vidray.eval.fusion import save_scores
 
-    saved = save_scores(Path(out) if out else _default_out(ck_file, split, n_clips, num_crops, method), vs, y, res.ids)
-    if not multi:
-        try:
-            from vidray.tracking import plot_confusion_matrix
+    target = str(out) if out else _default_out(ck_file, split, n_clips, num_crops, method)
+    target = target if target.endswith(".npz") else target + ".npz"
+    with local_file(target) as local:
+        saved = save_scores(local, vs, y, res.ids)
+        if not multi:
+            try:
+                from vidray.tracking import plot_confusion_matrix
 
-            plot_confusion_matrix(confusion_matrix(y, vs.argmax(1), k), saved.with_suffix(".confusion.png"), classes,
-                                  artifact_path=None, title=f"{cfg.model.name} {split} ({len(res.ids)} videos)")  # fmt: skip
-        except Exception as e:  # a picture never fails an evaluation
-            log.warning("confusion matrix not drawn: %s", e)
+                plot_confusion_matrix(confusion_matrix(y, vs.argmax(1), k), saved.with_suffix(".confusion.png"),
+                                      classes, artifact_path=None,
+                                      title=f"{cfg.model.name} {split} ({len(res.ids)} videos)")  # fmt: skip
+            except Exception as e:  # a picture never fails an evaluation
+                log.warning("confusion matrix not drawn: %s", e)
     settings = {"split": split, "clips": n_clips, "crops": num_crops, "aggregate": method, "level": res.level,
                 "activation": act, "model": cfg.model.name, "checkpoint": str(ck_file),
                 "epoch": int(state.get("epoch", 0))}  # fmt: skip
-    return EvalResult(metrics=metrics, scores_path=str(saved), num_videos=len(res.ids), settings=settings,
+    return EvalResult(metrics=metrics, scores_path=str(saved) if not is_uri(target) else target, num_videos=len(res.ids), settings=settings,
                       wall_s=time.perf_counter() - t0)  # fmt: skip
 
 
-def _default_out(ck_file: Path, split: str | None, clips: int, crops: int, method: str) -> Path:
-    """``RUN_DIR/eval/<split>-<clips>x<crops>-<method>.npz`` (RUN_DIR = above ``checkpoints/``)."""
-    d = ck_file.parent
-    run = d.parent.parent if d.parent.name == "checkpoints" else d
-    return run / "eval" / f"{split or 'all'}-{clips}x{crops}-{method}-{d.name}.npz"
+def _default_out(ck_file: Path | str, split: str | None, clips: int, crops: int, method: str) -> str:
+    """``RUN_DIR/eval/<split>-<clips>x<crops>-<method>-<epoch dir>.npz`` (RUN_DIR = above ``checkpoints/``),
+    for a local path or a URI."""
+    d = str(ck_file).rstrip("/").rsplit("/", 1)[0]
+    parent, name = d.rsplit("/", 1) if "/" in d else ("", d)
+    run = parent.rsplit("/", 1)[0] if parent.rsplit("/", 1)[-1] == "checkpoints" else d
+    return join(run, "eval", f"{split or 'all'}-{clips}x{crops}-{method}-{name}.npz")
 
 
 def fuse_files(paths: Sequence[str], weights: Sequence[float] | None = None, *, l1_norm: bool = False,

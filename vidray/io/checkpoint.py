@@ -7,6 +7,10 @@ writes the same folders, plus its own ``checkpoint_manager_snapshot.json``)::
     RUN_DIR/checkpoints/epoch_0002/checkpoint.pt
     ...
 
+``RUN_DIR`` is a local (or shared, e.g. EFS) folder or an object-store URI (``s3://bucket/runs/x``):
+every function here takes either, through :class:`vidray.io.store.Store`. Folders and files are
+returned as ``Path`` for local run folders and as URI strings for remote ones.
+
 ``checkpoint.pt`` is a dict saved with ``torch.save`` and read back with ``torch.load(...,
 weights_only=True)`` (no pickled code is ever executed): see :func:`make_state`. Keys:
 
@@ -22,6 +26,7 @@ weights_only=True)`` (no pickled code is ever executed): see :func:`make_state`.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -29,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from vidray.io.store import Store, is_uri, join, split
 
 FORMAT = "vidray-train-checkpoint"
 VERSION = 1
@@ -86,8 +93,14 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``directory/checkpoint.pt`` atomically (temp file + rename). Returns the file."""
+def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path | str:
+    """Write ``state`` to ``directory/checkpoint.pt`` atomically (temp file + rename; one PUT on an
+    object store). Returns the file."""
+    if is_uri(str(directory)):
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        Store(directory).write_bytes(buf.getvalue(), FILENAME)
+        return join(directory, FILENAME)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / (FILENAME + ".tmp")
@@ -97,8 +110,18 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     return final
 
 
-def resolve_checkpoint_file(path: str | Path) -> Path:
+def resolve_checkpoint_file(path: str | Path) -> Path | str:
     """``checkpoint.pt`` from a file path, a checkpoint folder, or a run folder (its latest checkpoint)."""
+    if is_uri(str(path)):
+        st = Store(path)
+        if st.is_file(""):
+            return str(path)
+        if st.is_file(FILENAME):
+            return join(path, FILENAME)
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return join(latest, FILENAME)
+        raise FileNotFoundError(f"no {FILENAME} in {path} (a checkpoint file, an epoch_* folder or a run folder)")
     p = Path(path)
     if p.is_file():
         return p
@@ -115,7 +138,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ``torch.load(weights_only=True)``; refuses files that are not vidray training checkpoints."""
     f = resolve_checkpoint_file(path)
     try:
-        state = torch.load(f, map_location=map_location, weights_only=True)
+        if is_uri(str(f)):
+            st, name = split(f)
+            src: Any = io.BytesIO(st.read_bytes(name))
+        else:
+            src = f
+        state = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated / corrupt file: name it (torch's own message does not)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{f}: unreadable checkpoint ({type(e).__name__}: {reason[:200]})") from None
@@ -126,9 +154,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path | str]]:
     """``(epoch, folder)`` of every complete checkpoint under ``run_dir/checkpoints`` (or ``run_dir``
     itself when it is the checkpoints folder), sorted by epoch."""
+    if is_uri(str(run_dir)):
+        st = Store(run_dir)
+        sub = CHECKPOINTS_DIR if st.is_dir(CHECKPOINTS_DIR) else ""
+        found = []
+        for name in st.list_dirs(sub):
+            m = _EPOCH_DIR.match(name)
+            if m and st.is_file("/".join(x for x in (sub, name, FILENAME) if x)):
+                found.append((int(m.group(1)), join(run_dir, sub, name)))
+        return sorted(found)
     root = Path(run_dir)
     if (root / CHECKPOINTS_DIR).is_dir():
         root = root / CHECKPOINTS_DIR
@@ -142,7 +179,7 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
+def latest_checkpoint(run_dir: str | Path) -> Path | str | None:
     """Folder of the checkpoint with the most completed epochs, or ``None``: THE last complete epoch of
     a run, for the resume message and for the workers alike (``checkpoint.pt`` is written atomically,
     so a folder that holds one is complete)."""
@@ -156,7 +193,7 @@ def latest_epoch(run_dir: str | Path) -> int:
     return cks[-1][0] if cks else 0
 
 
-def check_resumable(run_dir: str | Path) -> tuple[Path | None, int]:
+def check_resumable(run_dir: str | Path) -> tuple[Path | str | None, int]:
     """The checkpoint a run resumes from and its completed epochs (``(None, 0)``: a fresh run).
 
     An unreadable newest checkpoint (a disk filled up, a copy cut short) is a ``ValueError`` naming it
@@ -169,12 +206,13 @@ def check_resumable(run_dir: str | Path) -> tuple[Path | None, int]:
     try:
         return newest, int(load_checkpoint(newest)["epoch"])
     except ValueError as e:
-        prev = f"the previous one is {cks[-2][1].name}: move {newest} aside to resume from it" if len(cks) > 1 else \
+        prev = f"the previous one is {_name(cks[-2][1])}: move {newest} aside to resume from it" if len(cks) > 1 else \
             f"no earlier checkpoint: move {newest} aside to start over"
         raise ValueError(f"cannot resume {run_dir}: {e}; {prev}") from None
 
 
-def prune_checkpoints(run_dir: str | Path, num_to_keep: int, score_attribute: str, order: str = "max") -> list[Path]:
+def prune_checkpoints(run_dir: str | Path, num_to_keep: int, score_attribute: str,
+                      order: str = "max") -> list[Path | str]:  # fmt: skip
     """Keep the best ``num_to_keep`` checkpoints by ``metrics[score_attribute]`` and ALWAYS the latest
     (what resuming needs), delete the others; returns the deleted folders. The retention rule of Ray
     Train's ``CheckpointConfig``, for local mode (``--workers 0``), where Ray does not persist them.
@@ -184,17 +222,24 @@ def prune_checkpoints(run_dir: str | Path, num_to_keep: int, score_attribute: st
         return []
     latest = cks[-1][1]
 
-    def score(d: Path) -> float:
+    def score(d: Path | str) -> float:
         try:
-            v = json.loads((d / "metrics.json").read_text()).get(score_attribute)
+            v = json.loads(Store(d).read_bytes("metrics.json")).get(score_attribute)
             v = float(v)
         except (OSError, ValueError, TypeError):
             return float("-inf")
         return v if order == "max" else -v
 
-    ranked = sorted((d for _, d in cks), key=lambda d: (score(d), d.name), reverse=True)
+    ranked = sorted((d for _, d in cks), key=lambda d: (score(d), _name(d)), reverse=True)
     keep = set(ranked[:num_to_keep]) | {latest}
     deleted = [d for _, d in cks if d not in keep]
     for d in deleted:
-        shutil.rmtree(d, ignore_errors=True)
+        if is_uri(str(d)):
+            Store(d).delete_dir("")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
     return deleted
+
+
+def _name(folder: Path | str) -> str:
+    return str(folder).rstrip("/").rsplit("/", 1)[-1]

@@ -8,10 +8,14 @@ object is visible whole or not at all), so it is written in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -114,3 +118,99 @@ class Store:
     def read_json(self, rel: str) -> Any:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return json.loads(f.read().decode())
+
+    # --------------------------------------------------------------------------------------------
+    # files of any kind, folders, local copies (run folders, checkpoints, score files)
+    # --------------------------------------------------------------------------------------------
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_bytes(self, data: bytes, rel: str) -> None:
+        """Write a file atomically (a temporary sibling renamed into place locally; one PUT, which is
+        never visible half-written, on an object store). Local parent folders are created."""
+        if self.local:
+            self.makedirs(rel.rsplit("/", 1)[0] if "/" in rel else "")
+        target = self.temp_name(rel) if self.local else rel
+        with self.fs.open_output_stream(self.path(target)) as f:
+            f.write(data)
+        if self.local:
+            self.commit(target, rel)
+
+    def is_dir(self, rel: str) -> bool:
+        """A folder (on an object store: a prefix with at least one object under it)."""
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.Directory
+
+    def is_file(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
+    def list_dirs(self, rel: str) -> list[str]:
+        """Sorted names of the folders directly in ``rel``."""
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=False)
+        return sorted(i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
+
+    def upload(self, local: str | os.PathLike, rel: str) -> None:
+        """Copy a local file or folder to ``rel`` (streamed)."""
+        src = Path(local)
+        if src.is_dir():
+            pafs.copy_files(str(src.resolve()), self.path(rel), source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)  # fmt: skip
+        else:
+            self.write_bytes(src.read_bytes(), rel)
+
+    def download(self, rel: str, local: str | os.PathLike) -> Path:
+        """Copy the file or folder ``rel`` to a local path (streamed); returns it."""
+        dst = Path(local)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self.path(rel), str(dst.resolve()), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+        return dst
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """``base/part/...`` for a local path or a URI (a URI keeps its scheme)."""
+    b = str(base)
+    return "/".join([b.rstrip("/"), *[p.strip("/") for p in parts if p]]) if is_uri(b) else str(Path(b, *parts))
+
+
+def split(target: str | os.PathLike) -> tuple[Store, str]:
+    """``(Store of the parent folder, file name)`` of a path or URI."""
+    t = str(target).rstrip("/")
+    if is_uri(t):
+        parent, name = t.rsplit("/", 1)
+        return Store(parent), name
+    p = Path(t).expanduser().resolve()
+    return Store(p.parent), p.name
+
+
+@contextlib.contextmanager
+def local_file(target: str | os.PathLike) -> Iterator[Path]:
+    """A local path to write ``target`` through: ``target`` itself when it is local (its folder
+    created), else a temporary file uploaded to the URI when the block ends without an error."""
+    if not is_uri(str(target)):
+        p = Path(str(target).removeprefix("file://"))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        yield p
+        return
+    st, name = split(target)
+    d = tempfile.mkdtemp(prefix="vidray-up-")
+    try:
+        yield Path(d) / name
+        for f in sorted(Path(d).iterdir()):  # the file, and any sibling written next to it
+            st.upload(f, f.name)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_copy(source: str | os.PathLike) -> Iterator[Path]:
+    """A local path to read ``source`` from: itself when local, else a temporary download."""
+    if not is_uri(str(source)):
+        yield Path(str(source).removeprefix("file://"))
+        return
+    st, name = split(source)
+    d = tempfile.mkdtemp(prefix="vidray-down-")
+    try:
+        yield st.download(name, Path(d) / name)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -38,6 +38,7 @@ from vidray.eval.aggregate import activate, aggregate_by_video
 from vidray.eval.metrics import summarize
 from vidray.io.labels import multi_hot
 from vidray.io.checkpoint import (
+    FILENAME,
     epoch_dir_name,
     epoch_of_dir,
     latest_checkpoint,
@@ -46,7 +47,9 @@ from vidray.io.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from vidray.io.store import Store, join, local_copy
 from vidray.recipe import build_model, clip_spec, is_multilabel
+from vidray.runtime import trace_placement
 from vidray.train.objective import compute_loss
 from vidray.train.optim import apply_phase, build_optimizer, build_scheduler, frozen_modules, phase_of
 
@@ -73,7 +76,7 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 class _Tracker:
     """Rank 0's MLflow logging (every method is a no-op on other ranks or without a run id)."""
 
-    def __init__(self, enabled: bool, uri: str | None, run_id: str | None, run_dir: Path) -> None:
+    def __init__(self, enabled: bool, uri: str | None, run_id: str | None, run_dir: str) -> None:
         self.on = bool(enabled and uri and run_id)
         self.uri, self.run_id, self.run_dir = uri, run_id, run_dir
         self.client = None
@@ -106,10 +109,11 @@ class _Tracker:
         mlflow.set_tags({"vidray.data_hash": str(data.get("data_hash")),
                          "vidray.manifest_sha256": str(data.get("manifest_sha256")),
                          "vidray.model": str(cfg.model.name)})  # fmt: skip
+        st = Store(self.run_dir)
         for name in ("config.yaml", "dataset.json"):
-            p = self.run_dir / name
-            if p.is_file():
-                mlflow.log_artifact(str(p))
+            if st.is_file(name):
+                with local_copy(join(self.run_dir, name)) as p:
+                    mlflow.log_artifact(str(p))
         try:  # MLflow's dataset tracking: a metadata-only entry (source path + data_hash digest)
             from mlflow.data.dataset_source_registry import resolve_dataset_source
             from mlflow.data.meta_dataset import MetaDataset
@@ -202,7 +206,7 @@ def _wrap_ddp(model: nn.Module, device: torch.device, find_unused: bool) -> nn.M
 # --------------------------------------------------------------------------------------------
 def _train_epoch(net: nn.Module, model: nn.Module, shard: Any, collate: ClipCollate | None, opt: torch.optim.Optimizer,
                  scaler: Any, cfg: TrainConfig, device: torch.device, world: int, rank: int, epoch: int,
-                 run_dir: Path, local_mode: bool, progress: "_Progress | None" = None) -> dict[str, float]:  # fmt: skip
+                 run_dir: str, local_mode: bool, progress: "_Progress | None" = None) -> dict[str, float]:  # fmt: skip
     """One pass over this worker's shard (``collate`` decodes the sampled JPEGs here when
     ``input.decode_in: workers``; else the batches arrive decoded). Returns summed-over-ranks
     ``train_loss`` / ``train_top1`` and this rank's throughput."""
@@ -253,6 +257,8 @@ def _train_epoch(net: nn.Module, model: nn.Module, shard: Any, collate: ClipColl
         if progress is not None:
             progress.step(epoch, steps, loss_sum / max(n, 1), n / max(ta - t0, 1e-9))
         _maybe_fault(cfg, rank, epoch, steps, run_dir, local_mode)
+        if cfg.debug.step_sleep_s:
+            time.sleep(cfg.debug.step_sleep_s)
         if cfg.debug.max_steps_per_epoch and steps >= cfg.debug.max_steps_per_epoch:
             break
     wall = time.perf_counter() - t0
@@ -268,16 +274,16 @@ def _train_epoch(net: nn.Module, model: nn.Module, shard: Any, collate: ClipColl
     }  # fmt: skip
 
 
-def _maybe_fault(cfg: TrainConfig, rank: int, epoch: int, steps: int, run_dir: Path, local_mode: bool) -> None:
+def _maybe_fault(cfg: TrainConfig, rank: int, epoch: int, steps: int, run_dir: str, local_mode: bool) -> None:
     """Fault injection (tests): rank 0 dies once, after the first step of epoch ``fail_after_epoch + 1``
     (0-based ``epoch == fail_after_epoch``), i.e. after epoch ``fail_after_epoch``'s checkpoint."""
     k = cfg.debug.fail_after_epoch
     if k is None or rank != 0 or epoch != k or steps != 1:
         return
-    marker = run_dir / FAULT_MARKER
-    if marker.exists():
+    st = Store(run_dir)
+    if st.exists(FAULT_MARKER):
         return
-    marker.write_text(f"killed rank 0 in epoch {epoch + 1} at {time.time():.0f}\n")
+    st.write_bytes(f"killed rank 0 in epoch {epoch + 1} at {time.time():.0f}\n".encode(), FAULT_MARKER)
     if cfg.debug.fail_mode == "raise":
         raise RuntimeError(f"injected fault in epoch {epoch + 1} (debug.fail_after_epoch={k})")
     time.sleep(2.0)  # let the controller collect epoch k's report before the process disappears
@@ -378,7 +384,7 @@ class _Worker:
 
     cfg: TrainConfig
     config: dict[str, Any]
-    run_dir: Path
+    run_dir: str  # local path or URI
     classes: list[str]
     rank: int
     world: int
@@ -414,7 +420,7 @@ def _setup(config: dict[str, Any]) -> _Worker:
     model = build_model(cfg, len(classes), int(config["in_channels"])).to(device)
     opt = build_optimizer(model.parameters(), cfg.optim)
     w = _Worker(
-        cfg=cfg, config=config, run_dir=Path(config["run_dir"]), classes=classes, rank=ctx.get_world_rank(),
+        cfg=cfg, config=config, run_dir=str(config["run_dir"]), classes=classes, rank=ctx.get_world_rank(),
         world=ctx.get_world_size(), device=device, model=model, opt=opt,
         sched=build_scheduler(opt, cfg.schedule, cfg.epochs),
         scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.precision == "fp16" else None,
@@ -431,10 +437,11 @@ def _setup(config: dict[str, Any]) -> _Worker:
             w.scaler.load_state_dict(state["scaler"])
         w.start_epoch, w.history = int(state["epoch"]), list(state.get("history") or [])
         log.info("rank %d: resumed from %s at epoch %d", w.rank, ckpt.path, w.start_epoch)
+    trace_placement("train_worker", rank=w.rank, world=w.world, start_epoch=w.start_epoch)
     return w
 
 
-def _resume_point(ray_ckpt: Any, run_dir: Path, resume_from: str | None) -> Any:
+def _resume_point(ray_ckpt: Any, run_dir: str, resume_from: str | None) -> Any:
     """The checkpoint to continue from: the one with the most completed epochs among Ray Train's (after
     a worker-group restart), the run folder's newest complete one NOW (:func:`vidray.io.checkpoint.
     latest_checkpoint`, the rule the driver announces) and the driver's ``resume_from``.
@@ -449,7 +456,7 @@ def _resume_point(ray_ckpt: Any, run_dir: Path, resume_from: str | None) -> Any:
     cands = [c if isinstance(c, Checkpoint) else Checkpoint(str(c)) for c in cands]
     if not cands:
         return None
-    return max(cands, key=lambda c: epoch_of_dir(Path(c.path).name))
+    return max(cands, key=lambda c: epoch_of_dir(str(c.path).rstrip("/").rsplit("/", 1)[-1]))
 
 
 def _checkpoint_state(w: _Worker, epoch: int, metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -544,7 +551,7 @@ def train_func_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         raise
 
 
-def _report(metrics: dict[str, float], state: dict | None, epoch: int, run_dir: Path, local_mode: bool,
+def _report(metrics: dict[str, float], state: dict | None, epoch: int, run_dir: str, local_mode: bool,
             cfg: TrainConfig, config: dict[str, Any]) -> None:  # fmt: skip
     """Checkpoint of this epoch through ``ray.train.report``. Ray mode: rank 0 writes it to a temp
     folder that Ray copies to ``RUN_DIR/checkpoints/epoch_NNNN`` and prunes (``CheckpointConfig``).
@@ -554,9 +561,9 @@ def _report(metrics: dict[str, float], state: dict | None, epoch: int, run_dir: 
 
     name = epoch_dir_name(epoch)
     if local_mode:
-        d = run_dir / "checkpoints" / name
+        d = join(run_dir, "checkpoints", name)
         save_checkpoint(d, state)
-        (d / "metrics.json").write_text(json.dumps(metrics))
+        Store(d).write_bytes(json.dumps(metrics).encode(), "metrics.json")
         prune_checkpoints(run_dir, cfg.checkpoint.num_to_keep, config.get("score_attribute") or "epoch",
                           config.get("score_order") or "max")  # fmt: skip
         ray.train.report(metrics, checkpoint=Checkpoint(str(d)))
@@ -571,13 +578,24 @@ def _report(metrics: dict[str, float], state: dict | None, epoch: int, run_dir: 
 
 
 def _final_artifacts(tracker: _Tracker, cfg: TrainConfig, history: list[dict], last_val: dict | None,
-                     classes: list[str], run_dir: Path, config: dict[str, Any]) -> None:  # fmt: skip
-    """Rank 0, end of training: curves, confusion matrix, flow samples, val scores, [model]."""
+                     classes: list[str], run_dir: str, config: dict[str, Any]) -> None:  # fmt: skip
+    """Rank 0, end of training: curves, confusion matrix, flow samples, val scores, [model] in
+    ``RUN_DIR/final`` (written locally, then uploaded when the run folder is a URI)."""
+    st = Store(run_dir)
+    if st.local:
+        _write_final(tracker, cfg, history, last_val, classes, Path(st.path("final")), run_dir, config)
+        return
+    with tempfile.TemporaryDirectory(prefix="vidray-final-") as tmp:
+        _write_final(tracker, cfg, history, last_val, classes, Path(tmp), run_dir, config)
+        st.upload(tmp, "final")
+
+
+def _write_final(tracker: _Tracker, cfg: TrainConfig, history: list[dict], last_val: dict | None,
+                 classes: list[str], out: Path, run_dir: str, config: dict[str, Any]) -> None:  # fmt: skip
     from vidray.eval.fusion import save_scores
     from vidray.eval.metrics import confusion_matrix
     from vidray.tracking import plot_confusion_matrix, plot_flow_grid, plot_training_curves
 
-    out = run_dir / "final"
     out.mkdir(parents=True, exist_ok=True)
     art = "plots" if tracker.on else None
     curves = [{kk: v for kk, v in h.items() if kk in ("epoch", "train_loss", "val_loss", "train_top1", "val_top1",
@@ -604,7 +622,8 @@ def _final_artifacts(tracker: _Tracker, cfg: TrainConfig, history: list[dict], l
 
         last = latest_checkpoint(run_dir)
         if last is not None:
-            tracker.artifact(last / "checkpoint.pt", "model")
+            with local_copy(join(last, FILENAME)) as f:
+                tracker.artifact(f, "model")
 
 
 def flow_samples(data_dir: str, n: int) -> dict[str, Any] | None:

@@ -11,6 +11,17 @@ Run folder (``--out RUN_DIR``)::
     RUN_DIR/final/                 curves.png, confusion_matrix.png, flow_samples.png, val_scores.npz
     RUN_DIR/mlflow.db, RUN_DIR/mlartifacts/        the embedded MLflow store (default)
 
+``RUN_DIR`` may be an object-store URI (``--out s3://bucket/runs/x``), like ``--data``: every file of
+the run goes through :class:`vidray.io.store.Store` (the filesystem layer ingest uses) and Ray Train
+writes the checkpoints there (``RunConfig(storage_filesystem=...)``). The MLflow store cannot live on
+S3: such a run needs ``--tracking-uri`` (or ``MLFLOW_TRACKING_URI``), e.g. the MLflow server of
+``cluster.yaml``'s head.
+
+Placement (``ray.node_labels``, default ``vidray-role=train``, cluster.yaml's ``gpu_train``): the Train
+workers (``ScalingConfig(label_selector=...)``) AND the Ray Data tasks that feed them
+(``DataConfig(execution_options=ExecutionOptions(label_selector=...))``; without it they ran on
+ingest nodes) go to train-type nodes; on a Ray without such labels, anywhere.
+
 Resume: (1) a worker that dies is restarted by Ray Train (``ray.max_failures``) and continues from
 ``ray.train.get_checkpoint()``; (2) a killed driver is resumed by running the same command with the
 same ``--out``: the latest ``epoch_*`` checkpoint is passed to the loop in ``train_loop_config``
@@ -23,7 +34,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +44,7 @@ import yaml
 from vidray.config import TrainConfig
 from vidray.console import current, make_board
 from vidray.io.checkpoint import CHECKPOINTS_DIR, check_resumable, latest_checkpoint, latest_epoch, load_checkpoint
+from vidray.io.store import Store, is_uri
 from vidray.recipe import is_multilabel, resolve_config
 
 log = logging.getLogger(__name__)
@@ -124,8 +135,20 @@ def read_blocks(files: list[str], workers: int, requested: int | None = None) ->
     and 300 with 1 (``benchmarks/loader.py``)."""
     if requested:
         return min(requested, len(files))
-    total = sum(os.path.getsize(f) for f in files)
+    total = total_bytes(files)
     return max(1, min(len(files), max(2 * max(workers, 1), -(-total // (128 << 20)))))
+
+
+def total_bytes(files: list[str]) -> int:
+    """Summed size of local paths or URIs of one filesystem (one listing call for a URI list)."""
+    if not files:
+        return 0
+    if not is_uri(files[0]):
+        return sum(os.path.getsize(f) for f in files)
+    import pyarrow.fs as pafs
+
+    fs, _ = pafs.FileSystem.from_uri(files[0])
+    return sum(i.size or 0 for i in fs.get_file_info([f.split("://", 1)[1] for f in files]))
 
 
 def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: bool, workers: int) -> dict[str, Any]:
@@ -152,6 +175,8 @@ def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: boo
         ds = ray.data.read_parquet(files, shuffle="files" if train and cfg.input.shuffle_files else None,
                                    override_num_blocks=read_blocks(files, workers, cfg.input.read_blocks))
         ds = ds.select_columns(columns_for(spec)).filter(expr=col("split") == split)
+        # placement: the label selector is set for the whole dataset (every task) in _trainer's DataConfig,
+        # not per operator, which would keep the read and this map from fusing into one task
         if train and cfg.input.decode_in == "read_tasks":
             return ds.map_batches(decode_augment_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow",
                                   batch_size=max(cfg.batch_size, 16))  # fmt: skip
@@ -163,7 +188,7 @@ def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: boo
     return out
 
 
-def _mlflow_run(run_dir: Path, uri: str, cfg: TrainConfig, model: str) -> tuple[str, str]:
+def _mlflow_run(run_dir: str, uri: str, cfg: TrainConfig, model: str) -> tuple[str, str]:
     """The run's MLflow experiment and run ids: created in the DRIVER before any worker logs (a fresh
     sqlite store hit by several processes at once fails); a resumed run folder reuses its run."""
     from mlflow.tracking import MlflowClient
@@ -172,9 +197,9 @@ def _mlflow_run(run_dir: Path, uri: str, cfg: TrainConfig, model: str) -> tuple[
 
     exp_id = setup_mlflow(uri, cfg.tracking.experiment)
     client = MlflowClient(uri)
-    info_path = run_dir / "run.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
+    st = Store(run_dir)
+    if st.is_file("run.json"):
+        info = st.read_json("run.json")
         rid = info.get("mlflow_run_id")
         if rid and info.get("tracking_uri") == uri:
             try:
@@ -183,26 +208,27 @@ def _mlflow_run(run_dir: Path, uri: str, cfg: TrainConfig, model: str) -> tuple[
                 return exp_id, rid
             except Exception:  # deleted or another store: start a new run
                 pass
-    name = cfg.tracking.run_name or f"{model}-{run_dir.name}"
-    run = client.create_run(exp_id, run_name=name, tags={"vidray.run_dir": str(run_dir)})
+    name = cfg.tracking.run_name or f"{model}-{run_dir.rstrip('/').rsplit('/', 1)[-1]}"
+    run = client.create_run(exp_id, run_name=name, tags={"vidray.run_dir": run_dir})
     return exp_id, run.info.run_id
 
 
-def _write_run_json(run_dir: Path, **fields: Any) -> None:
-    p = run_dir / "run.json"
-    info = json.loads(p.read_text()) if p.is_file() else {}
+def _write_run_json(run_dir: str, **fields: Any) -> None:
+    st = Store(run_dir)
+    info = st.read_json("run.json") if st.is_file("run.json") else {}
     info.update(fields)
     info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    p.write_text(json.dumps(info, indent=2))
+    st.write_json(info, "run.json")
 
 
-def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
+def _check_same_run(run_dir: str, cfg: TrainConfig) -> None:
     """A run folder that holds checkpoints resumes only with the same settings (``run_hash``)."""
-    p = run_dir / "config.yaml"
-    if not p.is_file() or latest_checkpoint(run_dir) is None:
+    st = Store(run_dir)
+    p = st.url("config.yaml")
+    if not st.is_file("config.yaml") or latest_checkpoint(run_dir) is None:
         return
     try:
-        old = TrainConfig.model_validate(yaml.safe_load(p.read_text()))
+        old = TrainConfig.model_validate(yaml.safe_load(st.read_bytes("config.yaml")))
     except Exception as e:
         raise ValueError(f"{p}: not a vidray TrainConfig ({type(e).__name__}); use another --out, or restore the "
                          "run's config.yaml") from None
@@ -222,13 +248,19 @@ class _Run:
     meta: dict[str, Any]
     classes: list[str]
     files: list[str]
-    run_dir: Path
+    run_dir: str  # an absolute local path or a URI
     val_ids: list[str]
     val_labels: list[list[int]]
     score: tuple[str, str]
-    resume: Path | None
+    resume: Path | str | None
     done: int
     train_videos: int = 0
+
+
+def absolute(path: str | os.PathLike) -> str:
+    """A URI as given, a local path made absolute (what every process of a cluster can open)."""
+    p = str(path)
+    return p if is_uri(p) else str(Path(p.removeprefix("file://")).expanduser().resolve())
 
 
 def default_run_dir(model: str | None) -> Path:
@@ -242,7 +274,7 @@ def _prepare_run(data_dir: str | Path, cfg: TrainConfig, out: str | Path | None)
     from vidray.io.reader import IngestDataset
 
     ds = IngestDataset(data_dir)
-    data_dir = str(Path(data_dir).resolve())
+    data_dir = absolute(data_dir)
     cfg = resolve_config(cfg, ds.meta)
     classes = ds.classes
     if not classes:
@@ -252,11 +284,13 @@ def _prepare_run(data_dir: str | Path, cfg: TrainConfig, out: str | Path | None)
         raise ValueError(f"{data_dir}: no committed clips parts")
     status = ds.status()
     _check_splits(status, cfg, classes, data_dir)
-    run_dir = Path(out or default_run_dir(cfg.model.name)).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = absolute(out or default_run_dir(cfg.model.name))
+    st = Store(run_dir)
+    if st.local:
+        st.makedirs("")
     _check_same_run(run_dir, cfg)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    shutil.copyfile(Path(data_dir) / "dataset.json", run_dir / "dataset.json")
+    st.write_bytes(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode(), "config.yaml")
+    st.write_bytes(ds.store.read_bytes("dataset.json"), "dataset.json")
     val_ids, val_labels = _split_rows(status, cfg.input.val_split)
     if cfg.input.val_split and not val_ids:
         log.warning("no rows in split %r: training without validation", cfg.input.val_split)
@@ -291,11 +325,14 @@ def worker_cpus(workers: int, cpus_per_worker: float, cluster_cpus: float, data_
                      "loop in this process), or add nodes")
 
 
-def _fit_cluster(cfg: TrainConfig, workers: int) -> TrainConfig:
-    """``cfg`` with ``ray.cpus_per_worker`` sized by :func:`worker_cpus` to the connected cluster."""
-    import ray
+def _fit_cluster(cfg: TrainConfig, workers: int, selector: dict[str, str] | None = None) -> TrainConfig:
+    """``cfg`` with ``ray.cpus_per_worker`` sized by :func:`worker_cpus` to the connected cluster (its
+    train-type nodes when ``selector`` is set)."""
+    from vidray.runtime import cluster_cpus
 
-    total = float(ray.cluster_resources().get("CPU", 0.0))
+    total = cluster_cpus(selector)
+    if selector and total <= 0:  # no train node up yet: the autoscaler starts them at cluster.yaml's size
+        return cfg
     cpw = worker_cpus(workers, cfg.ray.cpus_per_worker, total)
     if cpw != cfg.ray.cpus_per_worker:
         log.info("%d workers x %g CPUs + %g for Ray Data exceed the cluster's %g CPUs: %g CPUs per worker", workers,
@@ -310,33 +347,42 @@ def _data_facts(run: _Run) -> dict[str, Any]:
             "data_hash": m.get("data_hash"), "schema_version": m.get("schema_version")}  # fmt: skip
 
 
-def _trainer(run: _Run, workers: int, loop_config: dict[str, Any], callbacks: list[Any] | None):
-    """The Train V2 ``TorchTrainer`` of a prepared run."""
+def _trainer(run: _Run, workers: int, loop_config: dict[str, Any], callbacks: list[Any] | None,
+             selector: dict[str, str] | None = None):  # fmt: skip
+    """The Train V2 ``TorchTrainer`` of a prepared run; ``selector``: the node labels of its workers and
+    of every Ray Data task feeding them (module doc)."""
+    from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from vidray.train.loop import train_func_per_worker
 
     cfg = run.cfg
-    resources = {"CPU": cfg.ray.cpus_per_worker}
+    resources = {**cfg.ray.worker_resources, "CPU": cfg.ray.cpus_per_worker}
     if cfg.ray.use_gpu:
         resources["GPU"] = 1
     attr, order = run.score
+    exec_options: ExecutionOptions | None = None
+    if selector:
+        exec_options = DataConfig.default_ingest_options()
+        exec_options.label_selector = dict(selector)
+    st = Store(run.run_dir)
     return TorchTrainer(
         train_func_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker=resources if workers > 0 else None),
+                                     resources_per_worker=resources if workers > 0 else None,
+                                     label_selector=dict(selector) if selector and workers > 0 else None),
         run_config=RunConfig(
-            name=CHECKPOINTS_DIR, storage_path=str(run.run_dir),
+            name=CHECKPOINTS_DIR, storage_path=st.base, storage_filesystem=None if st.local else st.fs,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
                                                checkpoint_score_attribute=attr, checkpoint_score_order=order),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             callbacks=list(callbacks or []),
         ),
         datasets=_datasets(run.files, cfg, len(run.classes), bool(run.val_ids), workers),
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=exec_options),
     )  # fmt: skip
 
 
@@ -422,18 +468,24 @@ def run_training(
     from mlflow.tracking import MlflowClient
 
     from vidray.recipe import input_channels
-    from vidray.runtime import init_ray
+    from vidray.runtime import init_ray, node_selector
     from vidray.tracking import default_tracking_uri
 
     t0 = time.perf_counter()
     if workers < 0:
         raise ValueError(f"--workers must be >= 0, got {workers}")
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if track and not uri and out is not None and is_uri(str(out)):
+        raise ValueError(f"--out {out}: the MLflow store cannot live on an object store; pass --tracking-uri (an "
+                         "MLflow server every node reaches, e.g. http://HEAD:5000 as cluster.yaml runs) or set "
+                         "MLFLOW_TRACKING_URI")
     run = _prepare_run(data_dir, cfg, out)
     init_ray(run.cfg.ray.ray_address)
+    selector = node_selector(run.cfg.ray.node_labels, "Train workers and their data tasks")
     if fit_to_cluster:  # a usage error (workers that cannot fit) before any MLflow run is opened
-        run.cfg = _fit_cluster(run.cfg, workers)
+        run.cfg = _fit_cluster(run.cfg, workers, selector)
     cfg, run_dir = run.cfg, run.run_dir
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(run_dir)
+    uri = uri or (default_tracking_uri(run_dir) if track else None)
     exp_id, run_id = _mlflow_run(run_dir, uri, cfg, cfg.model.name) if track else (None, None)
     data_facts = _data_facts(run)
     _write_run_json(run_dir, mlflow_run_id=run_id, tracking_uri=uri, experiment_id=exp_id, status="RUNNING",
@@ -454,7 +506,7 @@ def run_training(
     try:
         with current().follow(board, f"train {cfg.model.name}", _steps_estimate(run, workers), "steps",
                               render=_render_progress(cfg.epochs)):  # fmt: skip
-            result = _fit_interruptible(_trainer(run, workers, loop_config, callbacks))
+            result = _fit_interruptible(_trainer(run, workers, loop_config, callbacks, selector))
         if getattr(result, "error", None):
             raise result.error
         status = "FINISHED"
@@ -476,7 +528,7 @@ def run_training(
     if not metrics and last is not None:
         metrics = dict(load_checkpoint(last).get("metrics") or {})
     return TrainResult(
-        run_dir=str(run_dir), checkpoint=str(last) if last else None, metrics=metrics, mlflow_run_id=run_id,
+        run_dir=run_dir, checkpoint=str(last) if last else None, metrics=metrics, mlflow_run_id=run_id,
         tracking_uri=uri if track else None, experiment_id=exp_id,
         status=client.get_run(run_id).info.status if client is not None else status,
         resumed_from_epoch=run.done, wall_s=time.perf_counter() - t0,
