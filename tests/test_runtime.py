@@ -184,3 +184,27 @@ def test_two_workers_on_two_cpus_are_sized_to_fit_instead_of_hanging(data, tmp_p
     assert cfg.ray.cpus_per_worker == 1.0
     r = run_training(data, cfg, workers=2, out=tmp_path / "run")
     assert r.status == "FINISHED" and r.metrics["world_size"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_second_command_in_the_same_process_starts_its_own_local_ray(tmp_path):
+    """The first command's local Ray is shut down when it ends; the address it exported must not send the
+    second command's init_ray to a dead GCS (it hung there: benchmarks run several commands in one process)."""
+    code = f"""
+import os, ray
+from vidray.console import session
+from vidray.runtime import init_ray
+seen = []
+for i in range(2):
+    with session({str(tmp_path)!r} + f"/log{{i}}.txt"):
+        init_ray(num_cpus=1, dashboard=False)
+        seen.append(ray.get_runtime_context().gcs_address)
+        assert os.environ["RAY_ADDRESS"] == seen[-1]
+    assert not ray.is_initialized() and "RAY_ADDRESS" not in os.environ
+print("GCS", *seen)
+"""
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, second = r.stdout.split("GCS")[-1].split()
+    assert first != second

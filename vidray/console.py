@@ -98,6 +98,11 @@ class Console:
 
                 if ray.is_initialized():
                     ray.shutdown()
+            # that local Ray is gone: the next init_ray in this process starts a new one instead of
+            # trying to join the dead address (vidray.runtime exported it)
+            local = os.environ.pop("VIDRAY_LOCAL_RAY_ADDRESS", None)
+            if local and os.environ.get("RAY_ADDRESS") == local:
+                del os.environ["RAY_ADDRESS"]
             self._restore()
             self._restore = None
 

@@ -537,6 +537,12 @@ def _run_tasks(todo: pa.Table, st: Store, man: Manifest, cfg: IngestConfig, run:
     ds = ray.data.from_arrow(todo, override_num_blocks=max(1, -(-todo.num_rows // BLOCK_ENTRIES)))
     if per_task < BLOCK_ENTRIES:
         ds = ds.repartition(target_num_rows_per_block=per_task)  # one decoding task per per_task videos
+        # The repartition task yields a block's slices through a streaming generator that pauses after
+        # 2 unconsumed outputs (Ray 2.60's default) while holding its CPU: on a 1-CPU node that CPU was
+        # lost to decoding for the whole run (tests/test_cluster.py saw every task on the other node).
+        # The slices are a few manifest rows each: let it yield them all and finish at once.
+        ctx._max_num_blocks_in_streaming_gen_buffer = max(ctx._max_num_blocks_in_streaming_gen_buffer,
+                                                          -(-BLOCK_ENTRIES // per_task))
     with warnings.catch_warnings():
         # Ray 2.60 deprecates **ray_remote_args, but it is the only way to bound task retries
         # (Ray Data's default is to retry a dying worker forever).
