@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vidray import registry
 
@@ -223,6 +223,18 @@ class InputConfig(_Strict):
         None, ge=1, description="Ray Data read tasks per epoch (override_num_blocks); None: one per ~128 MB "
         "of Parquet, at least 2 per worker, at most one per file",
     )
+    decode_on: Literal["cpu", "gpu"] = Field(
+        "cpu", description="where the sampled JPEGs become clips: cpu (as decode_in says); gpu: the read tasks "
+        "only cut each row to one sample's JPEGs and every Train worker decodes them in batches on its device "
+        "(torchvision decode_jpeg: nvjpeg on a GPU) and crops/flips there, so a GPU node needs few CPU cores "
+        "(RGB only; on a CPU worker the same code runs on the CPU)",
+    )
+
+    @model_validator(mode="after")
+    def _decode_on_rgb(self) -> "InputConfig":
+        if self.decode_on == "gpu" and self.modality != "rgb":
+            raise ValueError(f"decode_on: gpu decodes RGB frames only; modality is {self.modality!r}")
+        return self
 
 
 class TrainSamplerConfig(_Strict):
