@@ -457,10 +457,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
     import ray
 
-    from vidray.runtime import init_ray
+    from vidray.runtime import init_ray, local_ray_address
 
     if ray.is_initialized():
-        ray.shutdown()
+        ray.shutdown()  # the corpus ingest's local Ray; a 1-CPU one is started after pinning
+    if os.environ.get("RAY_ADDRESS") == local_ray_address():  # it exported its (now dead) address
+        os.environ.pop("RAY_ADDRESS", None)
     pin_one_core()
     print(f"one core (cpu {CORE}); TSN {SEGMENTS} segments, crop {CROP}, batches of {BATCH}:", flush=True)
     res: dict = {"setup": {"videos": len(paths), "seconds": a.seconds, "fps": 25, "gop": 32, "size": "320x240",
