@@ -347,3 +347,26 @@ def test_a_class_sorted_manifest_gives_class_mixed_parts_and_batches(ray_local, 
     train = _datasets(clip_files(out), cfg, 6, False, workers=1)["train"]
     batches = [len(set(b["label"].tolist())) for b in train.iter_batches(batch_size=6, batch_format="numpy")]
     assert len(batches) >= 2 and min(batches) >= 3, batches  # no local shuffle: the parts alone mix classes
+
+
+def test_keyframe_tolerance_records_the_frames_taken(sample_videos):
+    """sampling.keyframe_tolerance: samples near a keyframe are stored as that keyframe, and frame_index /
+    frame_time_s say so (the stored JPEG is that frame)."""
+    from vidray.io.imcodec import decode_image
+    from vidray.io.video import decode_frames, output_size, probe
+
+    path = str(sample_videos["kinetics"])
+    info = probe(path)
+    entry = {"video_id": "k", "path": "k.mp4", "open_path": path, "labels": [0], "split": "train", "row": 0,
+             "status": "", "error_type": "", "error": ""}
+    base = ["sampling.mode=segments", "sampling.num_segments=8", "resize.short_side=64", "output.encoding=png"]
+    exact = process_video(dict(entry), load_config(IngestConfig, None, base))[0]
+    snapped = process_video(dict(entry), load_config(IngestConfig, None, base + ["sampling.keyframe_tolerance=0.5"]))[0]
+    assert snapped["status"] == "ok" and len(snapped["frame_index"]) == 8 == len(set(snapped["frame_index"]))
+    moved = [b for a, b in zip(exact["frame_index"], snapped["frame_index"]) if a != b]
+    assert moved and set(moved) <= set(info.keyframes.tolist())
+    np.testing.assert_allclose(snapped["frame_time_s"], info.timestamps[snapped["frame_index"]], atol=1e-6)
+    size = output_size(info.width, info.height, 64)
+    frames, _ = decode_frames(path, snapped["frame_index"], size=size, info=info)
+    for img, buf in zip(frames, snapped["frames"]):
+        np.testing.assert_array_equal(decode_image(buf, "png"), img)

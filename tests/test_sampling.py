@@ -76,3 +76,57 @@ def test_flow_indices_spans_and_end_of_video():
 def test_every_mode_returns_valid_indices(mode):
     idx = sample_frames(ts(45), SamplingConfig(mode=mode, clip_len=8, num_clips=2))
     assert len(idx) > 0 and idx.min() >= 0 and idx.max() < 45
+
+
+# ------------------------------------------------------------------------------------------------
+# keyframe tolerance (opt-in)
+# ------------------------------------------------------------------------------------------------
+def test_snap_to_keyframes_moves_near_samples_and_never_merges_two():
+    from vidray.sampling import snap_to_keyframes
+
+    keys = np.array([0, 250, 500])
+    assert snap_to_keyframes(np.array([10, 120, 240]), keys, 15).tolist() == [0, 120, 250]
+    # 245 and 255 are both 5 from keyframe 250: the earlier takes it, the other keeps its frame
+    assert snap_to_keyframes(np.array([245, 255]), keys, 10).tolist() == [250, 255]
+    # a sample that IS a keyframe keeps it; a neighbour does not take it from it
+    assert snap_to_keyframes(np.array([248, 250, 252]), keys, 10).tolist() == [248, 250, 252]
+    # the nearer of two candidates wins the keyframe; order is kept
+    assert snap_to_keyframes(np.array([240, 247]), keys, 20).tolist() == [240, 250]
+    # repeated indices (looped fps sampling) move together
+    assert snap_to_keyframes(np.array([3, 100, 3, 100]), keys, 5).tolist() == [0, 100, 0, 100]
+    assert snap_to_keyframes(np.array([3, 100]), keys, 0.5).tolist() == [3, 100]  # < 1 frame: unchanged
+
+
+def test_keyframe_tolerance_in_sample_frames():
+    t = ts(1800)  # 60 s at 30 fps, keyframe every 250 frames
+    keys = np.arange(0, 1800, 250)
+    tsn = SamplingConfig(mode="segments", num_segments=8)
+    exact = sample_frames(t, tsn, keyframes=keys)
+    assert exact.tolist() == sample_frames(t, tsn).tolist()  # tolerance 0: the keyframes change nothing
+    snapped = sample_frames(t, tsn.model_copy(update={"keyframe_tolerance": 0.5}), keyframes=keys)
+    assert len(np.unique(snapped)) == 8 and np.all(np.diff(snapped) > 0)
+    assert np.all(np.abs(snapped - exact) <= 0.5 * 1800 / 8)
+    assert set(snapped.tolist()) <= set(keys.tolist()) | set(exact.tolist())
+    # fps: the interval is 30 frames, so at 0.4 only samples within 12 frames of a keyframe move
+    fps = SamplingConfig(mode="fps", fps=1.0, keyframe_tolerance=0.4)
+    got, want = sample_frames(t, fps, keyframes=keys), sample_frames(t, SamplingConfig(mode="fps", fps=1.0))
+    moved = got != want
+    assert moved.sum() == 5 and np.all(np.abs(got - want)[moved] <= 12) and set(got[moved].tolist()) <= set(keys.tolist())
+
+
+def test_keyframe_tolerance_keeps_earlier_data_hashes():
+    from vidray.config import IngestConfig
+
+    base = IngestConfig()
+    assert "keyframe_tolerance" not in str(base.data_hash())  # a hash, but: the default adds no key
+    d = base.model_dump(mode="json")
+    assert d["sampling"]["keyframe_tolerance"] == 0.0
+    tol = IngestConfig.model_validate({"sampling": {"keyframe_tolerance": 0.25}})
+    assert tol.data_hash() != base.data_hash()
+    import hashlib, json  # noqa: E401
+
+    d.pop("execution")
+    for k in ("videos_per_task", "target_part_mb", "row_group_mb", "order_seed"):
+        d["output"].pop(k)
+    d["sampling"].pop("keyframe_tolerance")
+    assert base.data_hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -177,3 +177,16 @@ def test_local_mode_run_killed_then_resumed_continues_schedule_and_mlflow_run(da
     with pytest.raises(ValueError, match="other settings"):
         run_training(data, load_config(TrainConfig, None, over + ["model.name=late_pooling", "optim.lr=0.5"]),
                      workers=0, out=out)  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_decode_on_gpu_trains_end_to_end_on_a_cpu_device(data, tmp_path):
+    """input.decode_on: gpu wired through the datasets, the train loop's collate and validation: on a CPU
+    worker the JPEGs are decoded by the same code (decode_clips on the CPU); the run finishes and validates."""
+    from vidray.train.trainer import run_training
+
+    cfg = load_config(TrainConfig, None, fast_train_overrides("epochs=1", "input.decode_on=gpu")
+                      + ["model.name=late_pooling"])  # fmt: skip
+    r = run_training(data, cfg, workers=0, out=tmp_path / "run")
+    assert r.status == "FINISHED"
+    assert np.isfinite(r.metrics["train_loss"]) and "val_top1" in r.metrics

@@ -113,3 +113,119 @@ def test_bad_files_raise_clear_errors(tmp_path, sample_videos):
         with pytest.raises(VideoDecodeError) as e:
             probe(str(path))
         assert reason in str(e.value) and str(path) in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# the skip reader (execution.seek: auto) against the counting reader: identical frames
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory):
+    """Generated camera-like footage: GOP 250 with B-pyramid (x264 medium: more reference frames),
+    GOP 250 without B-frames, and open GOPs (leading B-frames reference the previous GOP)."""
+    from vidray.synth import write_footage
+
+    d = tmp_path_factory.mktemp("footage")
+    files = {"g250_medium": dict(frames=300, gop=250, preset="medium"), "g250_nob": dict(frames=300, gop=250, bframes=0),
+             "open_gop": dict(frames=120, gop=30, open_gop=True)}
+    out = {}
+    for i, (name, kw) in enumerate(files.items()):
+        out[name] = d / f"{name}.mp4"
+        write_footage(out[name], 192, 144, seed=i, **kw)
+    return out
+
+
+def _patterns(info) -> dict[str, np.ndarray]:
+    from vidray.config import SamplingConfig
+    from vidray.sampling import sample_frames
+
+    n = info.num_frames
+    around_keys = np.concatenate([k + np.array([-1, 0, 1]) for k in info.keyframes] + [np.array([n - 1])])
+    return {
+        "fps1": sample_frames(info.timestamps, SamplingConfig(mode="fps", fps=1.0)),
+        "tsn8": sample_frames(info.timestamps, SamplingConfig(mode="segments", num_segments=8)),
+        "random": np.random.default_rng(0).choice(n, min(25, n), replace=False),
+        "around_keyframes": np.clip(around_keys, 0, n - 1),
+        "all": np.arange(n),
+    }
+
+
+def _skip_vs_counting(path: str, seek_frames) -> None:
+    from vidray.io.video import _iter_pyav_counting, _iter_pyav_skip
+
+    info = probe(path)
+    assert info.pts_identify
+    for name, idx in _patterns(info).items():
+        want = np.unique(idx)
+        ref = list(_iter_pyav_counting(path, want, (64, 48), info, "sequential"))
+        stats: dict = {}
+        got = list(_iter_pyav_skip(path, want, (64, 48), info, seek_frames=seek_frames, stats=stats))
+        assert [i for i, _ in got] == want.tolist(), name
+        for (_, a), (_, b) in zip(ref, got):
+            np.testing.assert_array_equal(a, b, err_msg=f"{path} {name}")
+        assert stats["sent"] <= info.num_frames + 3 * len(info.keyframes)
+
+
+@pytest.mark.parametrize("name", ["h264_340x256", "kinetics", "rotated"])
+@pytest.mark.parametrize("seek_frames", [None, 0])
+def test_skip_reader_identical_on_real_files(sample_videos, name, seek_frames):
+    _skip_vs_counting(str(sample_videos[name]), seek_frames)
+
+
+@pytest.mark.parametrize("name", ["g250_medium", "g250_nob", "open_gop"])
+@pytest.mark.parametrize("seek_frames", [None, 0])
+def test_skip_reader_identical_on_generated_footage(footage, name, seek_frames):
+    _skip_vs_counting(str(footage[name]), seek_frames)
+
+
+def test_skip_reader_decodes_less(footage):
+    """TSN-8 on GOP 250: only the GOPs holding a wanted frame are decoded, up to the last wanted frame."""
+    from vidray.io.video import _iter_pyav_skip, skip_decode_cost
+
+    path = str(footage["g250_medium"])
+    info = probe(path)
+    want = np.array([20, 100, 260])
+    stats: dict = {}
+    assert [i for i, _ in _iter_pyav_skip(path, want, None, info, stats=stats)] == [20, 100, 260]
+    assert stats["gops"] == 2 and stats["sent"] <= skip_decode_cost(want, info.keyframes) + 3 < info.num_frames
+
+
+def test_auto_uses_counting_reader_where_pts_cannot_identify_frames(sample_videos, monkeypatch):
+    """AVI with packed B-frames: decoded frames carry out-of-order pts, so the counting reader runs."""
+    import vidray.io.video as video
+
+    info = probe(str(sample_videos["mpeg4_avi"]))
+    assert not info.pts_identify
+    monkeypatch.setattr(video, "_iter_pyav_skip", lambda *a, **k: pytest.fail("skip reader used on an AVI"))
+    frames, got = decode_frames(str(sample_videos["mpeg4_avi"]), [3, 80, 150], info=info, size=(32, 24))
+    assert got.tolist() == [3, 80, 150]
+
+
+def test_skip_reader_falls_back_mid_stream(sample_videos, monkeypatch):
+    """When the skip reader cannot identify a frame, the counting reader decodes the rest: same output."""
+    import vidray.io.video as video
+
+    path = str(sample_videos["kinetics"])
+    info = probe(path)
+    idx = np.array([5, 60, 130, 200, 270])
+    every, _ = decode_frames(path, idx, info=info, strategy="sequential", size=(64, 48))
+    real = video._iter_pyav_skip
+
+    def flaky(*a, **k):
+        for n, item in enumerate(real(*a, **k)):
+            if n == 2:
+                raise video._SkipUnsupported("test")
+            yield item
+
+    monkeypatch.setattr(video, "_iter_pyav_skip", flaky)
+    frames, got = decode_frames(path, idx, info=info, size=(64, 48))
+    assert got.tolist() == idx.tolist()
+    np.testing.assert_array_equal(frames, every)
+
+
+def test_skip_decode_cost():
+    from vidray.io.video import skip_decode_cost
+
+    keys = np.array([0, 250, 500])
+    assert skip_decode_cost(np.array([10, 20]), keys) == 21
+    assert skip_decode_cost(np.array([260, 499, 510]), keys) == 250 + 11
+    assert skip_decode_cost(np.array([], np.int64), keys) == 0

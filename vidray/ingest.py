@@ -127,7 +127,7 @@ def process_video(entry: dict, cfg: IngestConfig) -> list[dict]:
 
 def _process_video(entry: dict, path: str, cfg: IngestConfig, t0: float) -> list[dict]:
     info: VideoInfo = probe(path)
-    indices = sample_frames(info.timestamps, cfg.sampling, entry["video_id"])
+    indices = sample_frames(info.timestamps, cfg.sampling, entry["video_id"], keyframes=info.keyframes)
     if len(indices) == 0:
         raise VideoDecodeError(entry["path"], "sampling selected no frame")
     size = output_size(info.width, info.height, cfg.resize.short_side, cfg.resize.max_long_side,

@@ -181,7 +181,7 @@ def video_work(
     the frame indices ``keyframes``, e.g. a probed file's ``VideoInfo.keyframes``)."""
     import numpy as np
 
-    from vidray.io.video import SEEK_COST_FRAMES, decode_cost, output_size, plan_decode
+    from vidray.io.video import SEEK_COST_FRAMES, decode_cost, output_size, plan_decode, skip_decode_cost
     from vidray.sampling import flow_indices, flow_step, sample_frames
 
     n = max(1, int(round(duration_s * fps)))
@@ -189,7 +189,7 @@ def video_work(
     if keyframes is None:
         keyframes = np.arange(0, n, max(1, int(gop)), dtype=np.int64)
     keyframes = np.asarray(keyframes, dtype=np.int64)
-    idx = sample_frames(ts, cfg.sampling, video_id)
+    idx = sample_frames(ts, cfg.sampling, video_id, keyframes=keyframes)
     unique = np.unique(idx)
     size = output_size(width, height, cfg.resize.short_side, cfg.resize.max_long_side, upscale=cfg.resize.upscale)
     flow_size = None
@@ -203,10 +203,16 @@ def video_work(
             pairs.update(zip(span[:-1], span[1:]))
         flow_size = size if cfg.flow.short_side is None else \
             output_size(size[0], size[1], cfg.flow.short_side, upscale=cfg.resize.upscale)
-    plan = plan_decode(needed, keyframes, cfg.execution.seek)
+    if cfg.execution.seek == "auto" and cfg.execution.decoder == "pyav":
+        # the skip reader (MP4/MKV): frames from each needed GOP's keyframe to its last needed frame; an
+        # upper bound, as its non-reference frames are dropped undecoded
+        cost, seeks = skip_decode_cost(needed, keyframes), 0
+    else:
+        plan = plan_decode(needed, keyframes, cfg.execution.seek)
+        cost, seeks = decode_cost(plan, SEEK_COST_FRAMES), sum(1 for s, _ in plan if s >= 0)
     return VideoWork(
         src_frames=n, stored_frames=int(len(idx)), unique_frames=int(len(unique)), needed_frames=int(len(needed)),
-        decode_cost_frames=int(decode_cost(plan, SEEK_COST_FRAMES)), seeks=sum(1 for s, _ in plan if s >= 0),
+        decode_cost_frames=int(cost), seeks=seeks,
         flow_pairs=len(pairs), flow_stacks=int(len(unique)) if cfg.flow.enabled else 0,
         frame_size=size, flow_size=flow_size,
     )
@@ -702,7 +708,7 @@ def _check_model(info: Any, path: str, out_size: tuple[int, int], cfg: IngestCon
 
     checks: dict[str, dict[str, float]] = {}
     w = video_work(info.duration_s, info.fps, info.width, info.height, 1, cfg, keyframes=info.keyframes)
-    needed = idx = np.unique(sample_frames(info.timestamps, cfg.sampling, "plan"))
+    needed = idx = np.unique(sample_frames(info.timestamps, cfg.sampling, "plan", keyframes=info.keyframes))
     if cfg.flow.enabled:
         spans = flow_indices(idx, info.num_frames, cfg.flow.stack_length, flow_step(info.fps, cfg.flow.flow_fps))
         needed = np.unique(np.concatenate([idx, spans.ravel()]))

@@ -85,7 +85,8 @@ def clip_spec(cfg: TrainConfig, num_classes: int, train: bool) -> ClipSpec:
         modality=cfg.input.modality, num_classes=num_classes, train=train, crop_size=a.crop_size,
         scales=tuple(a.scales), max_distort=a.max_distort, flip_ratio=a.flip_ratio,
         color_jitter=tuple(a.color_jitter) if a.color_jitter else None, resize_short=a.resize_short,
-        jitter_on_device=cfg.ray.use_gpu,  # free on a GPU; on CPU the uint8 version in the read task is cheaper
+        # free on a GPU; on CPU the uint8 version in the read task is cheaper; decode_on=gpu: always the device
+        jitter_on_device=cfg.ray.use_gpu or cfg.input.decode_on == "gpu", decode_on=cfg.input.decode_on,
     )  # fmt: skip
 
 

@@ -16,6 +16,10 @@ Policies (names as users know them; the table :data:`vidray.registry.SAMPLING_MO
 
 Each returns source frame indices (``np.int64``, sorted unless ``loop`` repeats) into the array of
 timestamps. :func:`flow_indices` gives the extra frames each stored frame's flow stack needs.
+
+``keyframe_tolerance`` (opt-in, default 0 = exact frames): a sampled frame within ``keyframe_tolerance``
+x the sampling interval of a keyframe is replaced by that keyframe (:func:`snap_to_keyframes`), which
+decodes on its own; the frames actually taken are what ``frame_index`` / ``frame_time_s`` record.
 """
 
 from __future__ import annotations
@@ -145,11 +149,62 @@ def _mode_all(ts: np.ndarray, n: int, cfg: SamplingConfig, video_id: str) -> np.
     return np.arange(n, dtype=np.int64)
 
 
-def sample_frames(timestamps: np.ndarray, cfg: SamplingConfig, video_id: str = "") -> np.ndarray:
+def sampling_interval(timestamps: np.ndarray, n: int, cfg: SamplingConfig) -> float:
+    """Source frames between two samples of ``cfg``'s policy (what ``keyframe_tolerance`` is a fraction
+    of): ``src_fps / fps`` (``fps``), ``interval_s * src_fps`` (``every_s``), ``n / num_segments``
+    (``segments``), ``frame_interval`` (``clip``), 1 (``all``); 0 for a mode it does not know."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    frame_dur = float(np.median(np.diff(ts))) if len(ts) > 1 else 0.0
+    if cfg.mode == "fps":
+        return 1.0 / (cfg.fps * frame_dur) if frame_dur > 0 else 0.0
+    if cfg.mode == "every_s":
+        return cfg.interval_s / frame_dur if frame_dur > 0 else 0.0
+    if cfg.mode == "segments":
+        return n / cfg.num_segments
+    if cfg.mode == "clip":
+        return float(cfg.frame_interval)
+    if cfg.mode == "all":
+        return 1.0
+    return 0.0
+
+
+def snap_to_keyframes(indices: np.ndarray, keyframes: np.ndarray, max_shift: float) -> np.ndarray:
+    """Replace each index by its nearest keyframe when that is at most ``max_shift`` frames away.
+
+    A keyframe replaces at most one distinct index (the nearest; ties: the earlier), so the number of
+    distinct samples never changes and their order is kept; an index that is a keyframe keeps it.
+    Repeated indices (a looped ``fps`` sampling) move together. Pure; returns a new ``np.int64`` array.
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    keys = np.asarray(keyframes, dtype=np.int64)
+    if idx.size == 0 or keys.size == 0 or max_shift < 1:
+        return idx.copy()
+    uniq, inv = np.unique(idx, return_inverse=True)
+    pos = np.searchsorted(keys, uniq)
+    lo = keys[np.clip(pos - 1, 0, keys.size - 1)]
+    hi = keys[np.clip(pos, 0, keys.size - 1)]
+    near = np.where(np.abs(uniq - lo) <= np.abs(hi - uniq), lo, hi)
+    dist = np.abs(near - uniq)
+    out = uniq.copy()
+    claimed: dict[int, int] = {}  # keyframe -> position in uniq of the index that takes it
+    for j in np.argsort(dist, kind="stable").tolist():  # nearest first: they win their keyframe
+        if dist[j] > max_shift:
+            break
+        k = int(near[j])
+        if k not in claimed:
+            claimed[k] = j
+            out[j] = k
+    return out[inv]
+
+
+def sample_frames(timestamps: np.ndarray, cfg: SamplingConfig, video_id: str = "",
+                  keyframes: np.ndarray | None = None) -> np.ndarray:
     """Apply the policy of ``cfg`` to one video. Returns source frame indices (see module doc).
 
     ``max_seconds`` cuts the frames the count-based modes (``segments``, ``clip``, ``all``) see; the
-    time-based modes apply it themselves. ``max_frames`` caps the result.
+    time-based modes apply it themselves. ``max_frames`` caps the result. With
+    ``cfg.keyframe_tolerance > 0`` and the video's ``keyframes`` (``VideoInfo.keyframes``), samples
+    near a keyframe are moved onto it (:func:`snap_to_keyframes`).
     """
     ts = np.asarray(timestamps, dtype=np.float64)
     n = len(ts)
@@ -158,6 +213,8 @@ def sample_frames(timestamps: np.ndarray, cfg: SamplingConfig, video_id: str = "
     idx = SAMPLING_MODES.get(cfg.mode)(ts, n, cfg, video_id)
     if cfg.max_frames is not None:
         idx = idx[: cfg.max_frames]
+    if cfg.keyframe_tolerance > 0 and keyframes is not None:
+        idx = snap_to_keyframes(idx, keyframes, cfg.keyframe_tolerance * sampling_interval(ts, n, cfg))
     return idx
 
 

@@ -176,6 +176,77 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, codec: str 
             container.mux(packet)
 
 
+def write_footage(path: str | Path, width: int, height: int, frames: int, *, fps: int = 30, gop: int = 250,
+                  seed: int = 0, preset: str = "veryfast", bframes: int | None = None, open_gop: bool = False,
+                  noise: float = 4.5) -> None:
+    """Camera-like H.264 test footage (for reader tests and ingest benchmarks; no classes).
+
+    A textured scene panned by a camera with a random-walk velocity and a slow zoom, 3-6 independently
+    moving textured sprites, lighting drift and sensor noise, encoded with x264 ``preset`` at crf 23
+    with a keyframe exactly every ``gop`` frames (no scene-cut keyframes). x264's defaults otherwise:
+    B-frames with a B-pyramid (``bframes`` overrides the count; 0 = none), closed GOPs unless
+    ``open_gop``. Deterministic for a ``seed`` (single-threaded x264)."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    w, h = int(width), int(height)
+    big_h, big_w = 2 * h, 2 * w
+    scene = cv2.resize(periodic_texture(rng, big_h // 2, big_w // 2), (big_w, big_h), interpolation=cv2.INTER_CUBIC)
+    scene = cv2.addWeighted(scene, 0.7, periodic_texture(rng, big_h, big_w), 0.3, 0)
+    for _ in range(12):
+        color = tuple(int(x) for x in rng.integers(0, 256, 3))
+        x, y, r = int(rng.uniform(0, big_w)), int(rng.uniform(0, big_h)), max(2, int(rng.uniform(0.03, 0.12) * big_h))
+        if rng.random() < 0.5:
+            cv2.circle(scene, (x, y), r, color, -1, cv2.LINE_AA)
+        else:
+            cv2.rectangle(scene, (x - r, y - r // 2), (x + r, y + r // 2), color, -1, cv2.LINE_AA)
+    sprites = []
+    for _ in range(int(rng.integers(3, 7))):
+        s = max(4, int(rng.uniform(0.12, 0.3) * h))
+        mask = np.zeros((s, s), np.uint8)
+        cv2.circle(mask, (s // 2, s // 2), s // 2 - 1, 255, -1, cv2.LINE_AA)
+        sprites.append({"tex": periodic_texture(rng, s, s).astype(np.float32),
+                        "mask": mask[..., None].astype(np.float32) / 255.0,
+                        "p": rng.uniform([0, 0], [w - s, h - s]), "v": rng.uniform(-3, 3, 2), "s": s})
+    cam, vel = np.array([rng.uniform(0, big_w), rng.uniform(0, big_h)]), rng.uniform(-2, 2, 2)
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:threads=1:sliced-threads=0"
+    if bframes is not None:
+        params += f":bframes={bframes}"
+    if open_gop:
+        params += ":open-gop=1"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part" + path.suffix)
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": preset, "crf": "23", "x264-params": params})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = 1
+        for t in range(int(frames)):
+            vel = np.clip(vel + rng.normal(0, 0.15, 2), -4, 4)
+            cam = cam + vel
+            zoom = 1.0 + 0.05 * np.sin(2 * np.pi * t / (fps * 20))
+            img = cv2.warpAffine(scene, np.float32([[zoom, 0, -cam[0]], [0, zoom, -cam[1]]]), (w, h),
+                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+            for sp in sprites:
+                sp["v"] = np.clip(sp["v"] + rng.normal(0, 0.2, 2), -5, 5)
+                sp["p"] = sp["p"] + sp["v"]
+                for k, lim in ((0, w - sp["s"]), (1, h - sp["s"])):
+                    if sp["p"][k] < 0 or sp["p"][k] > lim:
+                        sp["v"][k] *= -1
+                        sp["p"][k] = np.clip(sp["p"][k], 0, lim)
+                x, y, s = int(sp["p"][0]), int(sp["p"][1]), sp["s"]
+                roi = img[y:y + s, x:x + s].astype(np.float32)
+                img[y:y + s, x:x + s] = (roi * (1 - sp["mask"]) + sp["tex"] * sp["mask"]).astype(np.uint8)
+            gain = 1.0 + 0.1 * np.sin(2 * np.pi * t / (fps * 13))
+            img = cv2.convertScaleAbs(img.astype(np.float32) * gain
+                                      + rng.normal(0, noise, (h, w, 1)).astype(np.float32))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+
+
 def make_corpus(out: str | Path, spec: SynthSpec | None = None, **kwargs) -> Path:
     """Write ``out/videos/<class>/<video_id>.mp4`` and ``out/manifest.csv`` (``path,label,split,video_id``,
     paths relative to ``out``). Keyword arguments override :class:`SynthSpec` fields. Returns the

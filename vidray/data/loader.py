@@ -13,7 +13,10 @@ The path a training row takes (one row = one video, or one chunk of a long video
 
 Validation (and ``input.decode_in: workers``) cuts each row to one sample's JPEGs in the read task
 (:func:`select_frames`) and decodes them in the worker's Ray Data prefetch threads
-(``iter_torch_batches(collate_fn=ClipCollate(spec))``).
+(``iter_torch_batches(collate_fn=ClipCollate(spec))``). With ``input.decode_on: gpu`` the training
+rows are cut the same way, :class:`ClipCollate` only draws each sample's crop/flip/jitter
+(:func:`collate_jpegs`) and :func:`normalize_batch` decodes the batch's JPEGs on the training device
+(:func:`decode_clips`: nvjpeg on a GPU; the same code on a CPU is the tested twin of the CPU path).
 
 Why: ``benchmarks/loader.py`` (one core) measured decoding in the read tasks fastest, ahead of decoding
 the sampled JPEGs in the worker's prefetch threads, ``iter_batches`` + decoding in the training thread,
@@ -36,7 +39,10 @@ import pyarrow as pa
 import torch
 
 from vidray.data.clip_sampling import Sampler, build_sampler
-from vidray.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, train_pipeline
+from vidray.data.transforms import (
+    IMAGENET_MEAN, IMAGENET_STD, draw_jitter, eval_pipeline, jitter_frame, multi_crop_boxes, multi_scale_crop_box,
+    train_pipeline,
+)
 from vidray.io.flowcodec import decode_flow_stack, dequantize_flow
 from vidray.io.imcodec import decode_image
 from vidray.io.labels import multi_hot
@@ -55,6 +61,9 @@ __all__ = [
     "RowView",
     "iter_rows",
     "make_sample",
+    "FramePlan",
+    "draw_frame_plan",
+    "crop_frames",
     "make_eval_views",
     "ClipCollate",
     "select_frames",
@@ -65,6 +74,8 @@ __all__ = [
     "apply_jitter",
     "flow_target",
     "collate_samples",
+    "collate_jpegs",
+    "decode_clips",
 ]
 
 BASE_COLUMNS = ["video_id", "labels", "split", "frame_index", "frame_encoding", "frame_height", "frame_width"]
@@ -95,6 +106,9 @@ class ClipSpec:
             the frame is smaller than the crop, then it is resized up to ``crop_size``).
         presampled: rows were already cut to one sample's frames by :func:`select_frames` (in Ray
             Data's read tasks), in sample order: take them all, draw nothing.
+        decode_on: ``cpu``: :class:`ClipCollate` decodes and augments (uint8 clips); ``gpu``: it only
+            draws each sample's :class:`FramePlan` and passes the JPEG bytes on, for
+            :func:`decode_clips` to decode and crop on the training device (``input.decode_on``; RGB).
     """
 
     sampler: str = "tsn"
@@ -111,6 +125,7 @@ class ClipSpec:
     jitter_on_device: bool = True
     resize_short: int | None = None
     presampled: bool = False
+    decode_on: str = "cpu"
 
     @property
     def needs_frames(self) -> bool:
@@ -235,8 +250,8 @@ class RowView:
         uniq, inv = np.unique(idx, return_inverse=True)
         out = np.empty((uniq.size, self.height, self.width, 3), np.uint8)
         for k, i in enumerate(uniq):
-            out[k] = decode_image(self._item(self._frames, int(i)), self.encoding, (self.height, self.width, 3))
-        return out[inv]
+            decode_image(self._item(self._frames, int(i)), self.encoding, (self.height, self.width, 3), out=out[k])
+        return out if np.array_equal(uniq, idx) else out[inv]  # idx sorted and unique: no gather copy
 
     def flow(self, idx: Sequence[int]) -> np.ndarray:
         """Dequantised flow stacks of stored frames ``idx``: ``(len(idx), 2L, Hf, Wf)`` float32 pixels
@@ -383,8 +398,105 @@ def _geometry_source(row: RowView, idx: np.ndarray, spec: ClipSpec, flow: np.nda
     return np.zeros((idx.size, flow.shape[2], flow.shape[3], 3), np.uint8)
 
 
-def make_sample(row: RowView, spec: ClipSpec, rng: np.random.Generator | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FramePlan:
+    """How one sample's decoded ``(H, W, 3)`` frames become its ``(S, S, 3)`` crops (the same for every
+    frame of the sample), drawn by :func:`draw_frame_plan` with the random draws of the transform
+    pipelines (:func:`vidray.data.transforms.train_pipeline` / ``eval_pipeline``), in their order.
+
+    Attributes:
+        resize_hw: ``(h, w)`` to resize the whole frame to first (validation's ``Resize``), or ``None``.
+        box: ``(x0, y0, x1, y1)`` crop on the (resized) frame, resized to ``out_hw`` (bilinear).
+        out_hw: ``(S, S)``.
+        flip: mirror left-right.
+        jitter: ``(6,)`` colour-jitter parameters (:func:`vidray.data.transforms.draw_jitter`) or ``None``.
+    """
+
+    resize_hw: tuple[int, int] | None
+    box: tuple[int, int, int, int]
+    out_hw: tuple[int, int]
+    flip: bool
+    jitter: np.ndarray | None
+
+
+def draw_frame_plan(hw: tuple[int, int], spec: ClipSpec, rng: np.random.Generator) -> FramePlan:
+    """The :class:`FramePlan` of one RGB sample of frames of size ``hw``: training: TSN multi-scale crop
+    box, flip, colour-jitter factors (drawn as :func:`make_sample`'s pipeline draws them, so a seeded
+    ``rng`` gives the same sample); validation: the optional short-side resize, then the centre crop."""
+    s = spec.crop_size
+    if spec.train:
+        box = multi_scale_crop_box(hw, rng, spec.scales, spec.max_distort)
+        flip = bool(rng.random() < spec.flip_ratio)
+        jitter = draw_jitter(spec.color_jitter, rng) if spec.color_jitter is not None else None
+        return FramePlan(None, box, (s, s), flip, jitter)
+    short = _eval_resize(spec, hw)
+    resize_hw = None
+    if short is not None:  # as transforms.Resize
+        scale = short / min(hw)
+        resize_hw = (max(1, int(round(hw[0] * scale))), max(1, int(round(hw[1] * scale))))
+    [(box, _)] = multi_crop_boxes(resize_hw or hw, s, 1)
+    return FramePlan(resize_hw, box, (s, s), False, None)
+
+
+_SCRATCH = threading.local()  # per thread (ClipCollate runs in several prefetch threads): one decode buffer
+
+
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """This thread's uint8 decode buffer of ``shape`` (``(H, W, 3)``), reallocated when the shape changes."""
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.shape != shape:
+        buf = _SCRATCH.buf = np.empty(shape, np.uint8)
+    return buf
+
+
+def crop_frames(row: RowView, idx: np.ndarray, plan: FramePlan, out: np.ndarray, jitter_here: bool) -> np.ndarray:
+    """Decode the stored frames ``idx`` of ``row`` and write their crops into ``out`` ``(T, S, S, 3)``.
+
+    Each JPEG is decoded into one reused buffer (:func:`vidray.io.imcodec.decode_image` ``out=``), its
+    crop resized straight into its slot of ``out``, flipped in place and (``jitter_here``) colour-
+    jittered; a frame sampled twice is decoded once. The same OpenCV calls on the same pixels as the
+    transform pipeline of :func:`make_sample` on whole decoded clips: bit-identical output, without a
+    decoded clip, a crop copy or a flip copy per sample (``tests/test_train_data.py``).
+    """
+    import cv2
+
+    if row._frames is None:
+        raise ValueError(f"{row.video_id}: the frames column was not read")
+    h, w = row.height, row.width
+    buf = _scratch((h, w, 3))
+    oh, ow = plan.out_hw
+    x0, y0, x1, y1 = plan.box
+    jit = None
+    if jitter_here and plan.jitter is not None:
+        names = ("brightness", "contrast", "saturation")
+        jit = (dict(zip(names, plan.jitter[:3].astype(float).tolist())), [names[int(i)] for i in plan.jitter[3:]])
+    idx = np.asarray(idx, dtype=np.int64)
+    first: dict[int, int] = {}
+    for k, i in enumerate(idx.tolist()):
+        if i in first:
+            out[k] = out[first[i]]
+            continue
+        first[i] = k
+        img = decode_image(row._item(row._frames, i), row.encoding, (h, w, 3), out=buf)
+        if plan.resize_hw is not None:
+            img = cv2.resize(img, (plan.resize_hw[1], plan.resize_hw[0]), interpolation=cv2.INTER_LINEAR)
+        crop = img[y0:y1, x0:x1]
+        if crop.shape[:2] == (oh, ow):
+            out[k] = crop
+        else:
+            cv2.resize(crop, (ow, oh), dst=out[k], interpolation=cv2.INTER_LINEAR)
+        if plan.flip:
+            cv2.flip(out[k], 1, dst=out[k])
+        if jit is not None:
+            out[k] = jitter_frame(out[k], *jit)
+    return out
+
+
+def make_sample(row: RowView, spec: ClipSpec, rng: np.random.Generator | None = None,
+                out: np.ndarray | None = None) -> dict[str, Any]:
     """Sample, decode and augment one row: the SAME crop/flip/jitter for every frame and the flow.
+
+    ``out``: a ``(T, S, S, 3)`` uint8 array (a slot of the batch) the frames are written into (RGB).
 
     Returns:
         ``imgs``: ``(T, S, S, 3)`` uint8 RGB (absent for ``modality=flow``);
@@ -399,6 +511,18 @@ def make_sample(row: RowView, spec: ClipSpec, rng: np.random.Generator | None = 
             raise ValueError(f"{row.video_id}: a presampled row has {idx.size} frames, expected {spec.clip_len}")
     else:
         idx = sample_indices(row.frame_index, spec, rng)
+    if spec.modality == "rgb":  # the fast path: decode straight into the batch (crop_frames)
+        plan = draw_frame_plan((row.height, row.width), spec, rng)
+        if out is None:
+            out = np.empty((idx.size, spec.crop_size, spec.crop_size, 3), np.uint8)
+        crop_frames(row, idx, plan, out, jitter_here=not spec.jitter_on_device)
+        res_rgb: dict[str, Any] = {
+            "label": _first_label(row.labels), "targets": multi_hot([row.labels], spec.num_classes)[0],
+            "indices": idx, "flip": plan.flip, "crop_box": plan.box, "video_id": row.video_id, "imgs": out,
+        }
+        if spec.train and plan.jitter is not None and spec.jitter_on_device:
+            res_rgb["jitter"] = plan.jitter
+        return res_rgb
     flow = row.flow(idx) if spec.needs_flow else None
     res: dict[str, Any] = {"imgs": _geometry_source(row, idx, spec, flow), "flow": flow}
     if spec.train:
@@ -410,7 +534,7 @@ def make_sample(row: RowView, spec: ClipSpec, rng: np.random.Generator | None = 
     else:
         eval_pipeline(spec.crop_size, short_side=_eval_resize(spec, res["imgs"].shape[1:3]))(res, rng)
         res["flip"] = False
-    out: dict[str, Any] = {
+    res_out: dict[str, Any] = {
         "label": _first_label(row.labels),
         "targets": multi_hot([row.labels], spec.num_classes)[0],
         "indices": idx,
@@ -419,12 +543,14 @@ def make_sample(row: RowView, spec: ClipSpec, rng: np.random.Generator | None = 
         "video_id": row.video_id,
     }
     if spec.needs_frames:
-        out["imgs"] = res["imgs"]
+        if out is not None:
+            out[...] = res["imgs"]
+        res_out["imgs"] = res["imgs"] if out is None else out
         if "jitter" in res:
-            out["jitter"] = res["jitter"]
+            res_out["jitter"] = res["jitter"]
     if flow is not None:
-        out["flow"] = np.ascontiguousarray(res["flow"], dtype=np.float32)
-    return out
+        res_out["flow"] = np.ascontiguousarray(res["flow"], dtype=np.float32)
+    return res_out
 
 
 def apply_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -479,8 +605,10 @@ def make_eval_views(row: RowView, spec: ClipSpec, num_clips: int, num_crops: int
     return out
 
 
-def collate_numpy(samples: Sequence[dict[str, Any]], spec: ClipSpec) -> dict[str, np.ndarray]:
-    """Stack samples into a batch of numpy arrays (keys and shapes as in :class:`ClipCollate`)."""
+def collate_numpy(samples: Sequence[dict[str, Any]], spec: ClipSpec,
+                  imgs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Stack samples into a batch of numpy arrays (keys and shapes as in :class:`ClipCollate`).
+    ``imgs``: the batch's frames when the samples were already written into it (``make_sample(out=)``)."""
     b = len(samples)
     s, t = spec.crop_size, spec.clip_len
     out: dict[str, np.ndarray] = {
@@ -489,7 +617,10 @@ def collate_numpy(samples: Sequence[dict[str, Any]], spec: ClipSpec) -> dict[str
         "flip": np.array([x["flip"] for x in samples], dtype=bool),
     }
     if spec.needs_frames:
-        out["imgs"] = np.stack([x["imgs"] for x in samples]) if b else np.zeros((0, t, s, s, 3), np.uint8)
+        if imgs is not None:
+            out["imgs"] = imgs
+        else:
+            out["imgs"] = np.stack([x["imgs"] for x in samples]) if b else np.zeros((0, t, s, s, 3), np.uint8)
         if spec.train and spec.color_jitter is not None and spec.jitter_on_device:
             out["jitter"] = np.stack([x["jitter"] for x in samples]) if b else np.zeros((0, 6), np.float32)
     if spec.needs_flow:
@@ -497,9 +628,20 @@ def collate_numpy(samples: Sequence[dict[str, Any]], spec: ClipSpec) -> dict[str
     return out
 
 
-def collate_samples(samples: Sequence[dict[str, Any]], spec: ClipSpec) -> dict[str, torch.Tensor]:
+def collate_samples(samples: Sequence[dict[str, Any]], spec: ClipSpec,
+                    imgs: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Stack samples into a batch of tensors (shapes in :class:`ClipCollate`)."""
-    return {k: torch.from_numpy(v) for k, v in collate_numpy(samples, spec).items()}
+    return {k: torch.from_numpy(v) for k, v in collate_numpy(samples, spec, imgs).items()}
+
+
+def _decode_batch(rows: Sequence[RowView], spec: ClipSpec,
+                  rng: np.random.Generator) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+    """:func:`make_sample` of every row, RGB frames written straight into one ``(B, T, S, S, 3)`` array."""
+    imgs = None
+    if spec.modality == "rgb":
+        imgs = np.empty((len(rows), spec.clip_len, spec.crop_size, spec.crop_size, 3), np.uint8)
+    samples = [make_sample(r, spec, rng, out=None if imgs is None else imgs[j]) for j, r in enumerate(rows)]
+    return samples, imgs
 
 
 def decode_augment_fn(table: pa.Table, spec: ClipSpec) -> dict[str, np.ndarray]:
@@ -509,8 +651,11 @@ def decode_augment_fn(table: pa.Table, spec: ClipSpec) -> dict[str, np.ndarray]:
     training path: Ray Data spreads this work over every CPU of the cluster, and only T decoded frames
     per clip leave the task. Draws from OS entropy (a new sample every epoch)."""
     trace_placement("train_data_task")
-    rng = np.random.default_rng()
-    return collate_numpy([make_sample(r, spec, rng) for r in iter_rows(table)], spec)
+    import cv2
+
+    cv2.setNumThreads(1)  # Ray Data parallelises across tasks
+    samples, imgs = _decode_batch(list(iter_rows(table)), spec, np.random.default_rng())
+    return collate_numpy(samples, spec, imgs)
 
 
 class ClipCollate(_CollateBase):
@@ -525,6 +670,10 @@ class ClipCollate(_CollateBase):
       applied by :func:`normalize_batch`;
     * ``flip``: ``(B,)`` bool; ``index``: ``(B,)`` int64 position of the video id in ``video_ids``
       (-1 when not given / unknown), to gather per-video scores without strings.
+
+    With ``spec.decode_on == "gpu"`` nothing is decoded here: ``imgs`` is replaced by the sampled JPEGs
+    and their crop plans (``jpeg``, ``jpeg_offsets``, ``plan``: :func:`collate_jpegs`), which
+    :func:`normalize_batch` decodes on the training device.
 
     Args:
         spec: :class:`ClipSpec`.
@@ -569,10 +718,104 @@ class ClipCollate(_CollateBase):
             self._calls += 1
         rng = np.random.default_rng([self.seed, self.rank, self.epoch, call])
         rows = [r for r in iter_rows(batch) if self.keeps(r.video_id)]
-        samples = [make_sample(r, self.spec, rng) for r in rows]
-        out = collate_samples(samples, self.spec)
+        if self.spec.decode_on == "gpu":
+            out = collate_jpegs(rows, self.spec, rng)
+        else:
+            samples, imgs = _decode_batch(rows, self.spec, rng)
+            out = collate_samples(samples, self.spec, imgs)
         out["index"] = torch.tensor([self.id_pos.get(r.video_id, -1) for r in rows], dtype=torch.int64)
         return out
+
+
+# --------------------------------------------------------------------------------------------
+# decoding on the training device (input.decode_on: gpu)
+# --------------------------------------------------------------------------------------------
+PLAN_FIELDS = 9  # resize_h, resize_w (-1: none), x0, y0, x1, y1, out_h, out_w, flip
+
+
+def collate_jpegs(rows: Sequence[RowView], spec: ClipSpec, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """``input.decode_on: gpu``: a batch of rows -> their sampled JPEGs and per-sample plans (no decoding).
+
+    The random draws are :func:`make_sample`'s (sampling, then :func:`draw_frame_plan`), so a seeded
+    ``rng`` gives the samples the CPU path gives. Output: ``jpeg`` uint8 ``(N,)`` (the ``B*T`` JPEGs
+    back to back), ``jpeg_offsets`` int64 ``(B*T + 1,)``, ``plan`` int64 ``(B, 9)``, ``label``,
+    ``targets``, ``flip`` and (training, jitter on the device) ``jitter``; :func:`decode_clips` (called
+    by :func:`normalize_batch`) turns them into ``imgs``.
+    """
+    t = spec.clip_len
+    bufs: list[np.ndarray] = []
+    plans = np.zeros((len(rows), PLAN_FIELDS), np.int64)
+    jitters, labels, targets = [], [], []
+    for j, row in enumerate(rows):
+        if row.encoding != "jpeg":
+            raise ValueError(f"{row.video_id}: input.decode_on: gpu needs JPEG frames, the row holds {row.encoding!r}")
+        if spec.presampled:
+            idx = np.arange(row.num_frames, dtype=np.int64)
+            if idx.size != t:
+                raise ValueError(f"{row.video_id}: a presampled row has {idx.size} frames, expected {t}")
+        else:
+            idx = sample_indices(row.frame_index, spec, rng)
+        p = draw_frame_plan((row.height, row.width), spec, rng)
+        plans[j] = [*(p.resize_hw or (-1, -1)), *p.box, *p.out_hw, int(p.flip)]
+        bufs += [row._item(row._frames, int(i)) for i in idx.tolist()]
+        if spec.train and p.jitter is not None:
+            jitters.append(p.jitter)
+        labels.append(_first_label(row.labels))
+        targets.append(row.labels)
+    sizes = np.array([b.size for b in bufs], np.int64)
+    out: dict[str, torch.Tensor] = {
+        "jpeg": torch.from_numpy(np.concatenate(bufs) if bufs else np.zeros(0, np.uint8)),
+        "jpeg_offsets": torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)),
+        "plan": torch.from_numpy(plans),
+        "label": torch.tensor(labels, dtype=torch.int64),
+        "targets": torch.from_numpy(multi_hot(targets, spec.num_classes)) if rows
+        else torch.zeros((0, spec.num_classes)),
+        "flip": torch.from_numpy(plans[:, 8].astype(bool)),
+    }
+    if spec.train and spec.color_jitter is not None:
+        out["jitter"] = torch.from_numpy(np.stack(jitters) if jitters else np.zeros((0, 6), np.float32))
+    return out
+
+
+def _resize_bilinear(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``(T, 3, h, w)`` float -> ``(T, 3, *hw)``: bilinear, half-pixel centres, no antialiasing (what
+    OpenCV's ``INTER_LINEAR`` computes, in float instead of its 11-bit fixed point)."""
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    return torch.nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
+
+
+def decode_clips(batch: dict[str, torch.Tensor], device: torch.device | str | None = None) -> torch.Tensor:
+    """The clips of a :func:`collate_jpegs` batch, decoded ON ``device``: ``(B, T, S, S, 3)`` uint8.
+
+    All ``B*T`` JPEGs go to ``torchvision.io.decode_jpeg`` in one call (on a GPU: nvjpeg, batched);
+    each sample's frames are then resized / cropped / resized to ``S`` / flipped as its plan says, in
+    float on the device, rounded back to uint8. On the CPU this is the twin of the CPU path
+    (:func:`crop_frames`): the same JPEG pixels, boxes and flips; the bilinear resizes may differ by
+    one grey level (OpenCV's fixed point vs float: ~13% of the values of a resized crop;
+    ``tests/test_train_data.py``).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    data, offs, plans = batch["jpeg"], batch["jpeg_offsets"].tolist(), batch["plan"].tolist()
+    b = len(plans)
+    t = (len(offs) - 1) // max(b, 1)
+    if b == 0:
+        return torch.zeros((0, t, 1, 1, 3), dtype=torch.uint8, device=dev)
+    chunks = [data[offs[k] : offs[k + 1]] for k in range(len(offs) - 1)]
+    images = decode_jpeg(chunks, mode=ImageReadMode.RGB, device=dev)  # list of (3, H, W) uint8
+    s_h, s_w = plans[0][6], plans[0][7]
+    out = torch.empty((b, t, 3, s_h, s_w), dtype=torch.uint8, device=dev)
+    for j, (rh, rw, x0, y0, x1, y1, oh, ow, flip) in enumerate(plans):
+        x = torch.stack(images[j * t : (j + 1) * t]).float()
+        if rh > 0:
+            x = _resize_bilinear(x, (rh, rw))
+        x = _resize_bilinear(x[:, :, y0:y1, x0:x1], (oh, ow))
+        if flip:
+            x = torch.flip(x, dims=(-1,))
+        out[j] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out.permute(0, 1, 3, 4, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,6 +832,8 @@ def normalize_batch(
 ) -> torch.Tensor:
     """Model input ``(B, T, C, S, S)`` float32 from a collated batch, on ``device``.
 
+    * A :func:`collate_jpegs` batch (``input.decode_on: gpu``) is first decoded on ``device``
+      (:func:`decode_clips`).
     * RGB: ``imgs`` uint8 ``(B, T, S, S, 3)`` -> ``x / 255`` -> colour jitter when the batch carries
       ``jitter`` (:func:`apply_jitter`) -> ``(x - mean) / std``, channels first.
     * Flow stream: ``flow`` ``(B, T, 2L, S, S)`` pixels -> minus each field's spatial mean (camera
@@ -597,6 +842,8 @@ def normalize_batch(
     host moves uint8 frames.
     """
     dev = torch.device(device) if device is not None else None
+    if "jpeg" in batch:  # input.decode_on: gpu: the JPEGs are decoded here, on the device
+        batch = {**batch, "imgs": decode_clips(batch, dev)}
     if modality in ("rgb", "rgb+flow"):
         u8 = batch["imgs"].to(dev, non_blocking=True) if dev is not None else batch["imgs"]
         b, t, h, w, _ = u8.shape

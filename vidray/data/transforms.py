@@ -53,6 +53,7 @@ __all__ = [
     "MultiCrop",
     "ColorJitter",
     "draw_jitter",
+    "jitter_frame",
     "train_pipeline",
     "eval_pipeline",
     "multi_scale_crop_box",
@@ -495,17 +496,7 @@ class ColorJitter:
         flat = imgs.reshape((-1,) + imgs.shape[-3:])
         out = np.empty_like(flat)
         for t in range(flat.shape[0]):
-            x = flat[t]
-            for name in order:
-                v = f[name]
-                if name == "brightness":
-                    x = cv2.addWeighted(x, v, x, 0.0, 0.0)
-                elif name == "contrast":
-                    m = float(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).mean())
-                    x = cv2.addWeighted(x, v, x, 0.0, (1.0 - v) * m)
-                else:
-                    x = cv2.addWeighted(x, v, _gray3(x), 1.0 - v, 0.0)
-            out[t] = x
+            out[t] = jitter_frame(flat[t], f, order)
         results["imgs"] = out.reshape(imgs.shape)
         return results
 
@@ -514,6 +505,22 @@ class ColorJitter:
             f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
             f"saturation={self.saturation}, on_device={self.on_device})"
         )
+
+
+def jitter_frame(x: np.ndarray, factors: dict[str, float], order: Sequence[str]) -> np.ndarray:
+    """:class:`ColorJitter` on one ``(H, W, 3)`` uint8 frame: ``factors`` by name (``brightness``,
+    ``contrast``, ``saturation``), applied in ``order``; each step rounded and clamped (``addWeighted``).
+    Returns a new array."""
+    for name in order:
+        v = factors[name]
+        if name == "brightness":
+            x = cv2.addWeighted(x, v, x, 0.0, 0.0)
+        elif name == "contrast":
+            m = float(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).mean())
+            x = cv2.addWeighted(x, v, x, 0.0, (1.0 - v) * m)
+        else:
+            x = cv2.addWeighted(x, v, _gray3(x), 1.0 - v, 0.0)
+    return x
 
 
 def draw_jitter(strength: Sequence[float], rng: np.random.Generator) -> np.ndarray:

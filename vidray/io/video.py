@@ -2,14 +2,29 @@
 
 The reader adapts to the file. :func:`probe` demuxes the container once *without decoding* (a few ms
 for minutes of video) to learn every frame's presentation timestamp and where the keyframes are.
-:func:`decode_frames` then walks the requested frames in order and, for each, chooses the cheaper of
+The default PyAV reader (``execution.seek: auto``) then decodes only what the wanted frames need
+(:func:`_iter_pyav_skip`, the *skip reader*):
+
+* packets of GOPs that hold no wanted frame are demuxed (or, for a gap of more than
+  :data:`SKIP_SEEK_FRAMES` frames, seeked over) but never decoded;
+* inside a GOP that holds wanted frames, packets go to the decoder from the keyframe up to the last
+  wanted packet in decode order, with FFmpeg's ``skip_frame = NONREF`` for every packet that is not a
+  wanted frame: non-reference pictures (most B-frames) are dropped without being decoded;
+* the decoder is then drained and flushed, so nothing after the last wanted frame is decoded.
+
+Frames are identified by their timestamps, never by counting outputs (skipped pictures produce no
+output). Where timestamps cannot identify frames (AVI with packed B-frames, containers outside
+:data:`PTS_FORMATS`, missing or repeated pts) the *counting reader* (:func:`_iter_pyav_counting`)
+is used: it walks the requested frames in order and, for each, chooses the cheaper of
 
 * decoding forward from where the decoder already is (``sequential``), or
 * seeking to the last keyframe at or before the frame and decoding from there (``seek``),
 
 so dense sampling decodes the file once, sparse sampling on short GOPs seeks, and sparse sampling on
-long GOPs (where a seek buys nothing) decodes through. Frames that are decoded only to reach a target
-are never converted to RGB; a target is scaled and converted in one ``frame.reformat`` call.
+long GOPs decodes through. ``execution.seek: sequential | seek`` force the counting reader with that
+choice for every frame (for comparisons; the frames are the same). Both readers give identical
+frames (``tests/test_video.py`` compares them with ``np.array_equal`` on real and generated files).
+Frames decoded only to reach a target are never converted to RGB.
 
 Frame ``k`` always means the k-th frame in presentation order (sorted timestamps), on every backend.
 Rotation metadata is applied, so ``width``/``height`` and decoded arrays are in display orientation.
@@ -29,6 +44,14 @@ from vidray.registry import DECODERS
 
 SEEK_COST_FRAMES = 8
 """A seek (container seek + decoder flush) costs about as much as decoding this many frames."""
+
+SKIP_SEEK_FRAMES = 64
+"""The skip reader seeks over a gap of more than this many frames instead of demuxing through it
+(demuxing costs ~4 µs a packet here, a seek ~25 µs; seeking also spares reading a remote file's bytes)."""
+
+PTS_FORMATS = ("mov", "mp4", "matroska", "webm")
+"""Containers (FFmpeg demuxer names) whose packet timestamps identify frames: the skip reader is used
+for them when every packet has a unique pts."""
 
 
 class VideoDecodeError(RuntimeError):
@@ -55,6 +78,8 @@ class VideoInfo:
         timestamps: ``(num_frames,)`` float64 seconds of each frame, presentation order, first = 0.
         pts: ``(num_frames,)`` int64 stream timestamps (``time_base`` units), presentation order.
         keyframes: sorted indices (into presentation order) of keyframes.
+        pts_identify: whether decoded frames can be identified by pts (a container in
+            :data:`PTS_FORMATS`, every packet with its own unique pts): the skip reader needs it.
     """
 
     path: str
@@ -69,6 +94,7 @@ class VideoInfo:
     pts: np.ndarray = field(repr=False)
     keyframes: np.ndarray = field(repr=False)
     time_base: Fraction = Fraction(1, 1)
+    pts_identify: bool = False
 
     @property
     def mean_gop(self) -> float:
@@ -143,11 +169,13 @@ def probe(path: str) -> VideoInfo:
         stream = _video_stream(container, path)
         pts_list: list[int] = []
         key_list: list[bool] = []
+        all_pts = True
         try:
             for i, pkt in enumerate(container.demux(stream)):
                 if pkt.size == 0:
                     continue
                 ts = pkt.pts if pkt.pts is not None else pkt.dts
+                all_pts = all_pts and pkt.pts is not None
                 if ts is None:
                     ts = len(pts_list)  # no timestamps at all: use the packet order
                 pts_list.append(int(ts))
@@ -196,6 +224,8 @@ def probe(path: str) -> VideoInfo:
             pts=pts,
             keyframes=np.flatnonzero(keys),
             time_base=Fraction(tb),
+            pts_identify=bool(all_pts and bool(np.all(np.diff(pts) > 0))
+                              and any(f in PTS_FORMATS for f in container.format.name.split(","))),
         )
     finally:
         container.close()
@@ -251,6 +281,23 @@ def decode_cost(plan: list[tuple[int, int]], seek_cost: int = SEEK_COST_FRAMES) 
         cost += t - pos + 1
         pos = t + 1
     return cost
+
+
+def skip_decode_cost(targets: np.ndarray, keyframes: np.ndarray) -> int:
+    """Frames the skip reader sends to the decoder for sorted unique ``targets``: in every GOP that
+    holds a target, the frames from its keyframe to its last target (presentation order; an upper
+    bound: the non-reference ones among them are dropped without being decoded). Pure."""
+    targets = np.asarray(targets, np.int64)
+    if targets.size == 0:
+        return 0
+    keyframes = np.asarray(keyframes, np.int64)
+    if keyframes.size == 0:
+        return int(targets[-1]) + 1
+    gop = np.maximum(np.searchsorted(keyframes, targets, side="right") - 1, 0)
+    last = np.zeros(keyframes.size, np.int64) - 1
+    np.maximum.at(last, gop, targets)
+    used = last >= 0
+    return int(np.sum(last[used] - np.minimum(keyframes[used], last[used]) + 1))
 
 
 def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
@@ -351,7 +398,147 @@ def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
 
 @DECODERS.register("pyav")
 def _iter_pyav(path: str, want: np.ndarray, size, info: VideoInfo, strategy: str) -> Iterator[tuple[int, np.ndarray]]:
-    """PyAV (FFmpeg), one thread, adaptive seek / decode-through per wanted frame (default)."""
+    """PyAV (FFmpeg), one thread: decodes only what the wanted frames need (default; see the module doc)."""
+    last = -1
+    if strategy == "auto" and info.pts_identify:
+        try:
+            for i, img in _iter_pyav_skip(path, want, size, info):
+                last = i
+                yield i, img
+            return
+        except _SkipUnsupported:
+            # the stream did not behave as its timestamps promised: the counting reader does the rest
+            want = want[want > last]
+    yield from _iter_pyav_counting(path, want, size, info, strategy)
+
+
+class _SkipUnsupported(Exception):
+    """The skip reader cannot identify a wanted frame in this stream (the counting reader takes over)."""
+
+
+def _iter_pyav_skip(path: str, want: np.ndarray, size, info: VideoInfo,
+                    seek_frames: int | None = SKIP_SEEK_FRAMES, stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """The skip reader (see the module doc): yields ``(index, rgb)`` for sorted unique ``want``.
+
+    Needs ``info.pts_identify``. ``seek_frames``: seek over a gap to the next needed keyframe of more
+    than this many frames (``None``: always demux through; ``0``: always seek). ``stats`` (optional)
+    receives counts: packets ``demuxed``, ``sent`` to the decoder, ``gops`` decoded, ``seeks``.
+    Raises :class:`_SkipUnsupported` when a wanted frame does not come out of its GOP (the caller
+    falls back to the counting reader) and :class:`VideoDecodeError` when FFmpeg fails.
+    """
+    import av
+
+    want = np.asarray(want, np.int64)
+    if want.size == 0:
+        return
+    pts = info.pts
+    pts_to_idx = {p: i for i, p in enumerate(pts.tolist())}
+    keys = info.keyframes if len(info.keyframes) else np.zeros(1, np.int64)
+    # GOP (number of its keyframe) of each wanted frame; leading frames before the first keyframe
+    # (an open GOP at the start) are decoded after it, so they belong to GOP 0
+    gop_of = np.maximum(np.searchsorted(keys, want, side="right") - 1, 0)
+    gops = np.unique(gop_of)
+    rot = info.rotation
+    osize = None
+    if size is not None:  # reformat size is in stored (pre-rotation) orientation
+        osize = (size[1], size[0]) if rot in (90, 270) else tuple(size)
+    st = stats if stats is not None else {}
+    st.update(demuxed=0, sent=0, gops=0, seeks=0)
+
+    container = _open_container(path)
+    try:
+        stream = _video_stream(container, path)
+        cc = stream.codec_context
+        gi = 0
+        wanted_left: set[int] = set()  # wanted frames of the current GOP not yet output
+        unsent: set[int] = set()  # wanted frames of the current GOP whose packet was not sent yet
+        passed_keys: set[int] = set()  # keyframes demuxed since the last (re)start of demuxing
+        in_gop = False
+        pos = -1  # presentation index of the last packet demuxed
+
+        def start(g: int) -> int:
+            nonlocal wanted_left, unsent
+            sel = want[gop_of == g].tolist()
+            wanted_left, unsent = set(sel), set(sel)
+            return int(keys[g])
+
+        def take(frames) -> list[tuple[int, np.ndarray]]:
+            out = []
+            for fr in frames:
+                i = pts_to_idx.get(fr.pts) if fr.pts is not None else None
+                if i is not None and i in wanted_left:
+                    wanted_left.discard(i)
+                    out.append((i, _rotate(_to_rgb(fr, osize), rot)))
+            return out
+
+        def seek_to(k: int):
+            container.seek(int(pts[k]), stream=stream, backward=True, any_frame=False)
+            st["seeks"] += 1
+            passed_keys.clear()
+            return container.demux(stream)
+
+        key = start(int(gops[0]))
+        packets = seek_to(key) if seek_frames is not None and key > seek_frames else container.demux(stream)
+        try:
+            while True:
+                pkt = next(packets, None)
+                if pkt is None:
+                    if in_gop:  # end of stream inside a GOP: drain what the decoder holds
+                        cc.skip_frame = "DEFAULT"
+                        yield from take(cc.decode(None))
+                    break
+                if pkt.size == 0:
+                    continue
+                st["demuxed"] += 1
+                idx = pts_to_idx.get(pkt.pts) if pkt.pts is not None else None
+                if idx is None:
+                    raise _SkipUnsupported(f"packet pts {pkt.pts} is not in the probe's index")
+                pos = idx
+                if pkt.is_keyframe:
+                    passed_keys.add(idx)
+                if not in_gop:
+                    if not (pkt.is_keyframe and idx == key):
+                        continue  # before the GOP needed next: demuxed, never decoded
+                    in_gop = True
+                    st["gops"] += 1
+                if idx in unsent:
+                    cc.skip_frame = "DEFAULT"
+                    unsent.discard(idx)
+                else:
+                    cc.skip_frame = "NONREF"  # a reference of a wanted frame is decoded, others dropped
+                st["sent"] += 1
+                yield from take(cc.decode(pkt))
+                if unsent:
+                    continue
+                # every wanted packet of this GOP is in the decoder: drain it, then start clean
+                cc.skip_frame = "DEFAULT"
+                yield from take(cc.decode(None))
+                cc.flush_buffers()
+                if wanted_left:
+                    raise _SkipUnsupported(f"frames {sorted(wanted_left)[:3]} did not come out of their GOP")
+                in_gop = False
+                gi += 1
+                if gi == len(gops):
+                    break
+                key = start(int(gops[gi]))
+                if key in passed_keys:
+                    # open GOP: the next keyframe went by while this GOP's last frames were decoded
+                    packets = seek_to(key)
+                elif seek_frames is not None and key - pos > seek_frames:
+                    packets = seek_to(key)
+        except av.FFmpegError as e:
+            raise VideoDecodeError(path, f"decode failed near frame {pos}: {type(e).__name__}: {e}") from e
+        if wanted_left or gi < len(gops):
+            # the stream ended first: the counting reader finds out whether it is truncated
+            raise _SkipUnsupported(f"the stream ended before GOP {gi + 1} of {len(gops)} was decoded")
+    finally:
+        container.close()
+
+
+def _iter_pyav_counting(path: str, want: np.ndarray, size, info: VideoInfo,
+                        strategy: str) -> Iterator[tuple[int, np.ndarray]]:
+    """The counting reader: per wanted frame, seek to its keyframe or decode through (``strategy``:
+    ``auto`` | ``sequential`` | ``seek``, see :func:`plan_decode`); frames are counted, not identified."""
     import av
 
     plan = plan_decode(want, info.keyframes, strategy)

@@ -208,7 +208,8 @@ def _train_epoch(net: nn.Module, model: nn.Module, shard: Any, collate: ClipColl
                  scaler: Any, cfg: TrainConfig, device: torch.device, world: int, rank: int, epoch: int,
                  run_dir: str, local_mode: bool, progress: "_Progress | None" = None) -> dict[str, float]:  # fmt: skip
     """One pass over this worker's shard (``collate`` decodes the sampled JPEGs here when
-    ``input.decode_in: workers``; else the batches arrive decoded). Returns summed-over-ranks
+    ``input.decode_in: workers``, or passes them on for ``normalize_batch`` to decode on ``device``
+    when ``input.decode_on: gpu``; else the batches arrive decoded). Returns summed-over-ranks
     ``train_loss`` / ``train_top1`` and this rank's throughput."""
     net.train()
     for m in frozen_modules(model):
@@ -518,9 +519,9 @@ def train_func_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                         log.info("epoch %d: phase %d, %d frozen parameter tensors", epoch + 1, phase, len(frozen))
                 net, net_phase = _wrap_ddp(w.model, w.device, cfg.ray.find_unused_parameters), phase
             lr = float(w.opt.param_groups[0]["lr"])
-            # decode_in=read_tasks: the rows arrive decoded and augmented (decode_augment_fn)
+            # decode_in=read_tasks (decode_on=cpu): the rows arrive decoded and augmented (decode_augment_fn)
             collate = (ClipCollate(train_spec, seed=cfg.seed, rank=w.rank, world_size=w.world, epoch=epoch)
-                       if cfg.input.decode_in == "workers" else None)  # fmt: skip
+                       if cfg.input.decode_in == "workers" or cfg.input.decode_on == "gpu" else None)  # fmt: skip
             t0 = time.perf_counter()
             stats = _train_epoch(net, w.model, train_shard, collate, w.opt, w.scaler, cfg, w.device, w.world,
                                  w.rank, epoch, w.run_dir, w.local_mode, progress)  # fmt: skip

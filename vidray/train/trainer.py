@@ -156,9 +156,10 @@ def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: boo
 
     Training (``input.decode_in: read_tasks``, the fastest here): every row is sampled, decoded and
     augmented inside the read task (:func:`vidray.data.loader.decode_augment_fn`); uint8 clips go to
-    the workers. Validation (and ``decode_in: workers``): rows are cut to one sample's JPEGs in the read
-    task (:func:`vidray.data.loader.select_frames`) and decoded in the workers' prefetch threads
-    (validation shards the unsplit dataset by video id there)."""
+    the workers. Validation (and ``decode_in: workers``, ``decode_on: gpu``): rows are cut to one
+    sample's JPEGs in the read task (:func:`vidray.data.loader.select_frames`) and decoded in the
+    workers' prefetch threads, or (``decode_on: gpu``) batched on the training device
+    (:func:`vidray.data.loader.decode_clips`); validation shards the unsplit dataset by video id there."""
     import ray.data
     from ray.data.expressions import col
 
@@ -177,7 +178,7 @@ def _datasets(files: list[str], cfg: TrainConfig, num_classes: int, has_val: boo
         ds = ds.select_columns(columns_for(spec)).filter(expr=col("split") == split)
         # placement: the label selector is set for the whole dataset (every task) in _trainer's DataConfig,
         # not per operator, which would keep the read and this map from fusing into one task
-        if train and cfg.input.decode_in == "read_tasks":
+        if train and cfg.input.decode_in == "read_tasks" and cfg.input.decode_on == "cpu":
             return ds.map_batches(decode_augment_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow",
                                   batch_size=max(cfg.batch_size, 16))  # fmt: skip
         return ds.map_batches(select_frames_fn, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=None)
