@@ -220,6 +220,10 @@ from vidray.tune import add_tune_parsers  # noqa: E402  (light: Ray Tune is impo
 
 _EXTRA_COMMANDS.append(add_tune_parsers)
 
+from vidray.retrieval.commands import add_retrieval_parsers  # noqa: E402  (light: argparse only)
+
+_EXTRA_COMMANDS.append(add_retrieval_parsers)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vidray`` console script."""
