@@ -9,7 +9,8 @@ A controlled corpus, written here with PyAV:
 * ``copies`` of every original, made by decoding the original's file and re-encoding it after one
   transformation: ``reencode`` (120 kbit/s), ``crop`` (75% of each side, random offset), ``rescale``
   (half size), ``brightness`` (+40, contrast 0.85), ``timeshift`` (starts 1.3 s later), ``speedup``
-  (every 2nd frame: 2x), ``combo`` (crop 85% + brightness -30 + 0.75x + 150 kbit/s).
+  (every 2nd frame: 2x), ``combo`` (crop 85% + brightness -30 + 0.75x + 150 kbit/s), ``crop50``
+  (half of each side, random offset), ``flip`` (mirrored left-right).
 
 Originals and distractors form the database (split ``train``), copies are the queries (split
 ``test``). Everything goes through the real pipeline: ``run_ingest`` (fps 2, short side 160) ->
@@ -46,27 +47,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TRANSFORMS = ("reencode", "crop", "rescale", "brightness", "timeshift", "speedup", "combo")
+TRANSFORMS = ("reencode", "crop", "rescale", "brightness", "timeshift", "speedup", "combo", "crop50", "flip")
 FPS = 25
 SIZE = (320, 240)
 SECONDS = 4.0
 
 # name -> EmbedConfig overrides (all at input.short_side=160, the stored frame size)
 CONFIGS: dict[str, list[str]] = {
-    "alexnet/vlad/conv3": ["model.name=alexnet", "model.layer=conv3", "descriptor.kind=vlad"],
-    "alexnet/vlad/conv4": ["model.name=alexnet", "model.layer=conv4", "descriptor.kind=vlad"],
-    "alexnet/vlad/conv5": ["model.name=alexnet", "model.layer=conv5", "descriptor.kind=vlad"],
-    "alexnet/gap/conv4": ["model.name=alexnet", "model.layer=conv4", "descriptor.kind=gap"],
-    "alexnet/gap/conv5": ["model.name=alexnet", "model.layer=conv5", "descriptor.kind=gap"],
-    "alexnet/fc/fc6": ["model.name=alexnet", "model.fc_layer=fc6", "descriptor.kind=fc"],
-    "alexnet/fc/fc7": ["model.name=alexnet", "model.fc_layer=fc7", "descriptor.kind=fc"],
-    "resnet18/vlad/res3": ["model.name=resnet18", "model.layer=res3", "descriptor.kind=vlad"],
-    "resnet18/vlad/res4": ["model.name=resnet18", "model.layer=res4", "descriptor.kind=vlad"],
-    "resnet18/gap/res4": ["model.name=resnet18", "model.layer=res4", "descriptor.kind=gap"],
+    "resnet18/vlad/res3": ["model.name=resnet18", "model.layer=res3", "descriptor.kind=vlad"],  # the default
+    "resnet18/gap/res3": ["model.name=resnet18", "model.layer=res3", "descriptor.kind=gap"],
     "resnet18/fc/pool": ["model.name=resnet18", "model.fc_layer=pool", "descriptor.kind=fc"],
-    "tiny/vlad/conv3": ["model.name=tiny", "model.layer=conv3", "descriptor.kind=vlad"],
-    "tiny/gap/conv3": ["model.name=tiny", "model.layer=conv3", "descriptor.kind=gap"],
-    "tiny/fc/fc7": ["model.name=tiny", "model.fc_layer=fc7", "descriptor.kind=fc"],
+    "alexnet/vlad/conv4": ["model.name=alexnet", "model.layer=conv4", "descriptor.kind=vlad"],
+    "alexnet/gap/conv4": ["model.name=alexnet", "model.layer=conv4", "descriptor.kind=gap"],
+    "alexnet/fc/fc7": ["model.name=alexnet", "model.fc_layer=fc7", "descriptor.kind=fc"],
 }
 COMMON = ["input.short_side=160", "fit.max_frames=600", "fit.frames_per_video=3"]
 
@@ -187,6 +180,10 @@ def transform(frames: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[
         return frames[::2], {}
     if kind == "combo":
         return scale(bright(crop(frames, 0.85), -30, 1.0), 0.75), {"bitrate": 150_000}
+    if kind == "crop50":
+        return crop(frames, 0.5), {}
+    if kind == "flip":
+        return np.ascontiguousarray(frames[:, :, ::-1]), {}
     raise ValueError(kind)
 
 
@@ -197,14 +194,17 @@ def make_corpus(root: Path, originals: int, distractors: int, seed: int) -> tupl
     manifest = root / "manifest.csv"
     truth_file = root / "truth.json"
     if manifest.exists() and truth_file.exists():
-        return manifest, json.loads(truth_file.read_text())
+        truth = json.loads(truth_file.read_text())
+        if len(truth["queries"]) == originals * len(TRANSFORMS) and len(truth["db"]) == originals + distractors:
+            return manifest, truth
     rows, truth = [], {"queries": {}, "db": []}
     t0 = time.perf_counter()
     for i in range(originals + distractors):
         kind = "orig" if i < originals else "dist"
         vid = f"{kind}{i:04d}"
         path = root / "videos" / f"{vid}.mp4"
-        write_video(path, render_video(np.random.default_rng([seed, i])))
+        if not path.exists():  # files are deterministic: an earlier run's are kept
+            write_video(path, render_video(np.random.default_rng([seed, i])))
         rows.append({"path": f"videos/{vid}.mp4", "label": "db", "split": "train", "video_id": vid})
         truth["db"].append(vid)
         if kind != "orig":
@@ -212,9 +212,10 @@ def make_corpus(root: Path, originals: int, distractors: int, seed: int) -> tupl
         info = probe(str(path))
         decoded, _ = decode_frames(str(path), np.arange(info.num_frames), info=info)
         for j, tr in enumerate(TRANSFORMS):
-            frames, enc = transform(decoded, tr, np.random.default_rng([seed, i, j, 7]))
             cid = f"{vid}_{tr}"
-            write_video(root / "videos" / f"{cid}.mp4", frames, **enc)
+            if not (root / "videos" / f"{cid}.mp4").exists():
+                frames, enc = transform(decoded, tr, np.random.default_rng([seed, i, j, 7]))
+                write_video(root / "videos" / f"{cid}.mp4", frames, **enc)
             rows.append({"path": f"videos/{cid}.mp4", "label": "copy", "split": "test", "video_id": cid})
             truth["queries"][cid] = {"original": vid, "transform": tr}
     with open(manifest, "w", newline="") as f:
@@ -426,7 +427,7 @@ def train_tiny(work: Path, data: Path, epochs: int) -> Path:
         "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.9", f"epochs={epochs}", "batch_size=16",
         "schedule.name=cosine", "checkpoint.num_to_keep=1", "checkpoint.score_attribute=train_loss",
         "checkpoint.score_order=min"])
-    run_training(str(inst_data), cfg, workers=0, out=str(run))
+    run_training(str(inst_data), cfg, workers=0, out=str(run), track=False)
     return run
 
 
@@ -531,7 +532,7 @@ def main() -> None:
     ap.add_argument("--distractors", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
-    ap.add_argument("--threshold", type=float, default=0.8, help="dedup threshold evaluated")
+    ap.add_argument("--threshold", type=float, default=0.5, help="dedup threshold evaluated")
     ap.add_argument("--trained", action="store_true", help="also a TinyVGG trained on the corpus (vidray train)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--ablation", default="", help="in-process: every layer x descriptor x whitening of these "

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Callable
 
-DEFAULT_THRESHOLD = 0.8
+DEFAULT_THRESHOLD = 0.5
 """``vidray dedup --threshold``: cosine similarity of two video descriptors (docs/retrieval.md has the
 similarities of copies and of distinct videos measured by benchmarks/retrieval.py)."""
 
@@ -73,7 +73,7 @@ def add_retrieval_parsers(sub: argparse._SubParsersAction, commands: dict[str, C
     p.add_argument("data", help="ingest output folder (clips/, dataset.json)")
     p.add_argument("--out", required=True, help="embeddings folder (manifest.json, encoder.npz, frames/, videos/)")
     p.add_argument("--model", help="backbone (model.name): resnet18 (default), alexnet, tiny, vgg16, ...")
-    p.add_argument("--layer", help="conv tap (model.layer), e.g. res3, res4 (default), conv4")
+    p.add_argument("--layer", help="conv tap (model.layer), e.g. res3 (default), res4, conv4")
     p.add_argument("--checkpoint", help="a vidray training checkpoint whose backbone is used (model.checkpoint)")
     p.add_argument("--config", help="YAML EmbedConfig")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -33,7 +33,7 @@ class EmbedModelConfig(_Strict):
     """
 
     name: str = Field("resnet18", description="backbone name (vidray.models.backbones.list_backbones())")
-    layer: str = Field("res4", description="conv tap aggregated by vlad / gap")
+    layer: str = Field("res3", description="conv tap aggregated by vlad / gap")
     fc_layer: str | None = Field(None, description="vector tap of descriptor.kind=fc (None: fc7, or pool)")
     weights: str | None = Field(None, description="None = random init; torchvision weights name or local file")
     checkpoint: str | None = Field(None, description="vidray training checkpoint whose backbone is used")
@@ -50,7 +50,7 @@ class EmbedInputConfig(_Strict):
 
     short_side: int | None = Field(224, ge=16, description="resize the short side to this (None: as stored)")
     max_long_side: int | None = Field(400, ge=16, description="then cap the long side")
-    normalize: Literal["dataset", "frame"] = "dataset"
+    normalize: Literal["dataset", "frame"] = "frame"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -65,7 +65,7 @@ class DescriptorConfig(_Strict):
     kind: DescriptorKind = "vlad"
     k: int = Field(100, ge=2, description="VLAD vocabulary size (paper: 100)")
     pca_dim: int | None = Field(128, ge=1, description="PCA-whitened output dimension; None keeps the raw vector")
-    whiten: bool = True
+    whiten: bool = Field(False, description="PCA-whitening (thesis) instead of plain PCA; see docs/retrieval.md")
     whiten_shrink: float = Field(0.0, ge=0, description="whitening divides by sqrt(eig + shrink * mean eig)")
     kmeans: Literal["minibatch", "lloyd"] = "minibatch"
 

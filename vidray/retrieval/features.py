@@ -5,7 +5,8 @@ preprocessing + a fitted descriptor encoder (:mod:`vidray.retrieval.vlad`)::
 
     frames uint8 (N, H, W, 3) RGB, as stored by the ingest
       -> resize: short side input.short_side, long side <= input.max_long_side (aspect kept, no crop)
-      -> float, (x/255 - mean) / std, or per-frame channel standardisation (input.normalize), (N, 3, h, w)
+      -> float; per-frame channel standardisation (input.normalize=frame, the default: undoes global
+         brightness / contrast changes) or (x/255 - mean) / std (dataset), (N, 3, h, w)
       -> backbone tap: conv map (N, C, h', w')  [vlad, gap]   or vector (N, D)  [fc]
       -> encoder: VLAD / global average pooling / as is -> L2 -> PCA-whitening -> L2   (N, out_dim)
 
