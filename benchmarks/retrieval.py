@@ -26,7 +26,9 @@ Modes::
     python benchmarks/retrieval.py [--originals 30 --distractors 60] [--configs NAME,...] [--work DIR]
     python benchmarks/retrieval.py --trained        # + a TinyVGG trained on the corpus (vidray train)
     python benchmarks/retrieval.py --throughput     # descriptors / s / core, in-process, 1 thread
-    python benchmarks/retrieval.py --index-only [--n 1000000]   # faiss build/search at 1M vectors
+    python benchmarks/retrieval.py --index-only [--n 1000000] [--index-kinds flat,ivf,hnsw]   # at 1M vectors
+    python benchmarks/retrieval.py --quick          # 8 originals + 16 distractors, resnet18 vlad/gap/fc,
+                                                    # then descriptors/s/core of the same three
 
 Results are printed as a table and written as JSON (``--json``). ``--work`` keeps the corpus, the
 ingest and the embeddings between runs (each step resumes).
@@ -61,6 +63,7 @@ CONFIGS: dict[str, list[str]] = {
     "alexnet/gap/conv4": ["model.name=alexnet", "model.layer=conv4", "descriptor.kind=gap"],
     "alexnet/fc/fc7": ["model.name=alexnet", "model.fc_layer=fc7", "descriptor.kind=fc"],
 }
+QUICK = {"originals": 8, "distractors": 16, "configs": ["resnet18/vlad/res3", "resnet18/gap/res3", "resnet18/fc/pool"]}
 COMMON = ["input.short_side=160", "fit.max_frames=600", "fit.frames_per_video=3"]
 
 
@@ -472,7 +475,8 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def index_scaling(n: int, d: int = 128, queries: int = 1000, threads: int = 2, seed: int = 0) -> dict:
+def index_scaling(n: int, d: int = 128, queries: int = 1000, threads: int = 2, seed: int = 0,
+                  kinds: tuple[str, ...] = ("flat", "ivf", "hnsw")) -> dict:
     """Build and search times of exact / faiss flat / IVF / HNSW on ``n`` synthetic unit vectors.
 
     Vectors: a mixture of 4096 Gaussian clusters on the sphere (descriptors of a corpus cluster);
@@ -497,7 +501,8 @@ def index_scaling(n: int, d: int = 128, queries: int = 1000, threads: int = 2, s
     t0 = time.perf_counter()
     _, exact = ExactIndex(x).search(q, 10)
     res["exact_numpy"] = {"build_s": 0.0, "search_s": time.perf_counter() - t0}
-    for kind, kw in (("flat", {}), ("ivf", {"nprobe": 16}), ("hnsw", {"hnsw_m": 32, "ef_search": 64})):
+    opts = {"flat": {}, "ivf": {"nprobe": 16}, "hnsw": {"hnsw_m": 32, "ef_search": 64}}
+    for kind, kw in ((k, opts[k]) for k in kinds):
         t0 = time.perf_counter()
         idx = FaissIndex(x, kind, threads=threads, **kw)
         tb = time.perf_counter() - t0
@@ -542,16 +547,25 @@ def main() -> None:
     ap.add_argument("--fit-frames", type=int, default=600, help="--ablation: frames of the fitting sample")
     ap.add_argument("--throughput", action="store_true", help="descriptors/s/core only")
     ap.add_argument("--index-only", action="store_true", help="faiss index build/search at --n vectors only")
-    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--n", type=int, default=1_000_000, help="--index-only: database vectors")
+    ap.add_argument("--index-kinds", default="flat,ivf,hnsw", help="--index-only: faiss kinds measured (and exact)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"small corpus ({QUICK['originals']} originals, {QUICK['distractors']} distractors), "
+                    f"configs {','.join(QUICK['configs'])}, then their throughput")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
+    if a.quick:
+        a.originals, a.distractors, a.configs = QUICK["originals"], QUICK["distractors"], ",".join(QUICK["configs"])
+        a.work = a.work + "_quick" if a.work == ap.get_default("work") else a.work
     results: dict = {"argv": sys.argv[1:], "load_avg_start": os.getloadavg()}
     if a.index_only:
-        results["index"] = index_scaling(a.n)
+        results["index"] = index_scaling(a.n, kinds=tuple(k for k in a.index_kinds.split(",") if k))
     elif a.throughput:
         results["throughput"] = throughput([c for c in a.configs.split(",") if c])
     else:
         run_corpus(a, results)
+        if a.quick:
+            results["throughput"] = throughput([c for c in a.configs.split(",") if c])
     results["load_avg_end"] = os.getloadavg()
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
@@ -569,7 +583,9 @@ def run_corpus(a: argparse.Namespace, results: dict) -> None:
     work = Path(a.work)
     manifest, truth = make_corpus(work / "corpus", a.originals, a.distractors, a.seed)
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        from vidray.runtime import init_ray
+
+        init_ray(num_cpus=os.cpu_count(), dashboard=False, log_to_driver=False)  # vidray's private local Ray
     data = work / "ingest"
     icfg = load_config(IngestConfig, None, ["sampling.fps=2", "resize.short_side=160"])
     s = run_ingest(manifest, data, cfg=icfg)

@@ -147,3 +147,19 @@ def test_backbone_from_a_vidray_training_checkpoint(tmp_path):
         FrameDescriber(fc)
     with pytest.raises(FileNotFoundError, match="model.checkpoint"):
         FrameDescriber(load_config(EmbedConfig, None, [f"model.checkpoint={tmp_path / 'none'}"]))
+
+
+def test_descriptor_and_index_kinds_are_registry_tables():
+    from vidray.config import load_config
+    from vidray.registry import DESCRIPTORS, INDEXES
+    from vidray.retrieval.config import EmbedConfig
+    from vidray.retrieval.features import make_encoder
+
+    assert DESCRIPTORS.names() == ["vlad", "gap", "fc"] and INDEXES.names() == ["exact", "flat", "ivf", "hnsw"]
+    assert isinstance(make_encoder(load_config(EmbedConfig, None, ["descriptor.kind=gap"])), GlobalEncoder)
+    assert isinstance(make_encoder(load_config(EmbedConfig, None, [])), VLADEncoder)
+    with pytest.raises(ValueError, match="vlad, gap, fc"):
+        load_config(EmbedConfig, None, ["descriptor.kind=netvlad"])
+    x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # unit vectors: inner product = cosine
+    assert build_index(x, "exact").search(x[:2], 1)[1][:, 0].tolist() == [0, 1]

@@ -11,11 +11,14 @@ import argparse
 import json
 from typing import Callable
 
+from vidray.console import echo, set_log_dir
+
 DEFAULT_THRESHOLD = 0.5
 """``vidray dedup --threshold``: cosine similarity of two video descriptors (docs/retrieval.md has the
 similarities of copies and of distinct videos measured by benchmarks/retrieval.py)."""
 
-_INDEX_HELP = "auto | exact | flat | ivf | hnsw (auto: faiss flat up to 200k vectors, IVF above)"
+_INDEX_HELP = ("auto | exact | flat | ivf | hnsw (vidray.registry.INDEXES; auto: faiss flat up to 200k vectors, "
+               "IVF above; exact: numpy, no faiss)")
 
 
 # ---------------------------------------------------------------------------------------- embed
@@ -32,12 +35,13 @@ def _cmd_embed(a: argparse.Namespace) -> int:
     if a.checkpoint:
         overrides.append(f"model.checkpoint={a.checkpoint}")
     cfg = load_config(EmbedConfig, a.config, overrides)
+    set_log_dir(a.out)
     summary = run_embed(a.data, a.out, cfg, overwrite=a.overwrite)
-    print(summary.format())
+    echo(summary.format())
     if a.json:
         from dataclasses import asdict
 
-        print(json.dumps(asdict(summary)))
+        echo(json.dumps(asdict(summary)))
     return 0
 
 
@@ -46,9 +50,9 @@ def _cmd_search(a: argparse.Namespace) -> int:
     from vidray.retrieval.query import Embeddings, search
 
     result = search(Embeddings(a.emb), a.query, a.k, index=a.index, frames_per_hit=a.frames)
-    print(result.format())
+    echo(result.format())
     if a.json:
-        print(json.dumps(result.to_json()))
+        echo(json.dumps(result.to_json()))
     return 0
 
 
@@ -57,9 +61,9 @@ def _cmd_dedup(a: argparse.Namespace) -> int:
     from vidray.retrieval.query import Embeddings, dedup
 
     result = dedup(Embeddings(a.emb), a.threshold, neighbors=a.neighbors, index=a.index)
-    print(result.format())
+    echo(result.format())
     if a.json:
-        print(json.dumps(result.to_json()))
+        echo(json.dumps(result.to_json()))
     return 0
 
 
@@ -68,7 +72,7 @@ def add_retrieval_parsers(sub: argparse._SubParsersAction, commands: dict[str, C
     p = sub.add_parser(
         "embed", help="VLAD descriptors of every stored frame and video of an ingest output (Ray Data)",
         description="Per stored frame: VLAD of a conv layer's features (k-means vocabulary, "
-        "intra-normalisation, PCA-whitening; Ng, thesis ch. 2), and one descriptor per video. Resumable: a "
+        "intra-normalisation, PCA; Ng, thesis ch. 2; descriptor.kind gap / fc: the baselines), and one descriptor per video. Resumable: a "
         "re-run embeds only what is missing. Keys: docs/retrieval.md.")  # fmt: skip
     p.add_argument("data", help="ingest output folder (clips/, dataset.json)")
     p.add_argument("--out", required=True, help="embeddings folder (manifest.json, encoder.npz, frames/, videos/)")

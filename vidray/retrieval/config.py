@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
+from vidray import registry
 from vidray.config import _Strict
 
-DescriptorKind = Literal["vlad", "gap", "fc"]
+DescriptorKind = Annotated[str, registry.DESCRIPTORS.validator()]
 
 
 class EmbedModelConfig(_Strict):
@@ -50,9 +51,10 @@ class EmbedInputConfig(_Strict):
 
     short_side: int | None = Field(224, ge=16, description="resize the short side to this (None: as stored)")
     max_long_side: int | None = Field(400, ge=16, description="then cap the long side")
-    normalize: Literal["dataset", "frame"] = "frame"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    normalize: Literal["dataset", "frame"] = Field(
+        "frame", description="frame: per-frame channel standardisation; dataset: (x/255 - mean) / std")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="channel mean (normalize=dataset)")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="channel std (normalize=dataset)")
 
 
 class DescriptorConfig(_Strict):
@@ -62,12 +64,13 @@ class DescriptorConfig(_Strict):
     is an inner product. A video's descriptor is the mean of its frames' descriptors, L2-normalised.
     """
 
-    kind: DescriptorKind = "vlad"
+    kind: DescriptorKind = Field("vlad", description="the per-frame descriptor")
     k: int = Field(100, ge=2, description="VLAD vocabulary size (paper: 100)")
     pca_dim: int | None = Field(128, ge=1, description="PCA-whitened output dimension; None keeps the raw vector")
     whiten: bool = Field(False, description="PCA-whitening (thesis) instead of plain PCA; see docs/retrieval.md")
     whiten_shrink: float = Field(0.0, ge=0, description="whitening divides by sqrt(eig + shrink * mean eig)")
-    kmeans: Literal["minibatch", "lloyd"] = "minibatch"
+    kmeans: Literal["minibatch", "lloyd"] = Field(
+        "minibatch", description="VLAD vocabulary k-means (scikit-learn MiniBatchKMeans or KMeans)")
 
 
 class FitConfig(_Strict):
@@ -76,7 +79,7 @@ class FitConfig(_Strict):
     max_frames: int = Field(1000, ge=2, description="frames in the fitting sample")
     frames_per_video: int = Field(4, ge=1, description="evenly spaced frames taken from each sampled video")
     max_descriptors: int = Field(100_000, ge=100, description="local descriptors given to k-means")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the fitting sample and of k-means")
 
 
 class EmbedExecutionConfig(_Strict):

@@ -180,7 +180,7 @@ class EmbedPart:
     """
 
     def __init__(self, data_uri: str, out_uri: str, cfg: dict, encoder_sha256: str, fingerprint: str,
-                 device: str) -> None:
+                 device: str, board: Any = None) -> None:
         import hashlib
 
         import torch
@@ -188,6 +188,7 @@ class EmbedPart:
         from vidray.retrieval.features import FrameDescriber
 
         self.ingest, self.out = Store(data_uri), Store(out_uri)
+        self.board = board  # vidray.console.ProgressBoard: one count per part embedded
         raw = _read_bytes(self.out, ENCODER)
         if hashlib.sha256(raw).hexdigest() != encoder_sha256:
             raise RuntimeError(f"{self.out.url(ENCODER)} changed while embedding (another run into the same --out?)")
@@ -208,7 +209,11 @@ class EmbedPart:
             )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [embed_part(self.describer, self.ingest, self.out, str(p)) for p in batch["part"]]
+        rows = []
+        for p in batch["part"]:
+            rows.append(embed_part(self.describer, self.ingest, self.out, str(p)))
+            if self.board is not None:
+                self.board.add.remote("done", 1)
         return {k: np.array([r[k] for r in rows]) for k in ("part", "videos", "failed", "frames", "seconds")}
 
 
@@ -440,8 +445,11 @@ def run_embed(data: str, out: str, cfg: EmbedConfig | None = None, *, overwrite:
     if todo:
         import ray.data
 
+        from vidray.console import current, make_board
+
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = True
+        ctx.enable_progress_bars = current().verbose  # vidray draws one bar; Ray Data's own with -v
+        board = make_board()
         items = ray.data.from_items([{"part": p} for p in todo], override_num_blocks=len(todo))
         out_ds = items.map_batches(
             EmbedPart, batch_size=1, batch_format="numpy",
@@ -449,9 +457,10 @@ def run_embed(data: str, out: str, cfg: EmbedConfig | None = None, *, overwrite:
             num_cpus=num_cpus, num_gpus=num_gpus or None,
             fn_constructor_kwargs={"data_uri": ds.out, "out_uri": st.uri, "cfg": cfg.model_dump(mode="json"),
                                    "encoder_sha256": enc_sha, "fingerprint": fit["fingerprint"],
-                                   "device": device},
+                                   "device": device, "board": board},
         )  # fmt: skip
-        results = out_ds.take_all()
+        with current().follow(board, "embed", len(todo), "parts"):
+            results = out_ds.take_all()
     embed_s = time.perf_counter() - t0
 
     _clean_orphans(st)

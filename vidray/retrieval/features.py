@@ -19,21 +19,23 @@ built on :mod:`vidray.models.backbones`, e.g. ``single_frame``, ``conv_pooling``
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
+from vidray.io.checkpoint import load_checkpoint
 from vidray.io.video import output_size, resize_rgb
 from vidray.models.backbones import VECTOR_TAPS, Backbone, backbone_spec, build_backbone, build_network
 from vidray.retrieval.config import EmbedConfig, EmbedModelConfig
+from vidray.registry import DESCRIPTORS
 from vidray.retrieval.vlad import GlobalEncoder, VLADEncoder, encoder_from_state
 
 __all__ = ["FrameDescriber", "build_feature_backbone", "feature_tap_name", "load_training_backbone",
-           "weights_fingerprint", "make_encoder"]
+           "weights_fingerprint", "make_encoder", "Descriptor"]
 
-TRAIN_CHECKPOINT_FORMAT = "vidray-train-checkpoint"  # vidray/train/checkpoint.py FORMAT
 _BACKBONE_PREFIX = "backbone.body."
 
 
@@ -44,7 +46,7 @@ def feature_tap_name(cfg: EmbedConfig, backbone: str) -> str:
     Raises ``ValueError`` naming the key when the tap does not exist or has the wrong kind.
     """
     spec = backbone_spec(backbone)
-    if cfg.descriptor.kind == "fc":
+    if DESCRIPTORS.get(cfg.descriptor.kind).vector_tap:
         tap = cfg.model.fc_layer or ("fc7" if "fc7" in spec.taps else "pool")
         key, want_vector = "model.fc_layer", True
     else:
@@ -66,18 +68,12 @@ def load_training_backbone(path: str | Path) -> tuple[str, dict[str, torch.Tenso
     ``torch.load(weights_only=True)``.
     """
     p = Path(path)
-    if p.is_dir():
-        cands = [p / "checkpoint.pt"] + sorted(p.glob("checkpoints/epoch_*/checkpoint.pt"))[::-1] + sorted(
-            p.glob("epoch_*/checkpoint.pt"))[::-1]
-        found = [c for c in cands if c.is_file()]
-        if not found:
-            raise FileNotFoundError(f"model.checkpoint: no checkpoint.pt in {p} (a file, an epoch_* folder or a run)")
-        p = found[0]
-    elif not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"model.checkpoint: {p} does not exist")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != TRAIN_CHECKPOINT_FORMAT:
-        raise ValueError(f"model.checkpoint: {p} is not a vidray training checkpoint")
+    try:
+        state = load_checkpoint(p)  # vidray.io.checkpoint: file, epoch folder or run (its newest epoch)
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(f"model.checkpoint: {e}") from None
     if int(state.get("in_channels", 3)) != 3:
         raise ValueError(f"model.checkpoint: {p} is a {state.get('in_channels')}-channel (flow) model; embed needs RGB")
     kwargs = ((state.get("config") or {}).get("model") or {}).get("kwargs") or {}
@@ -129,13 +125,40 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def make_encoder(cfg: EmbedConfig) -> VLADEncoder | GlobalEncoder:
-    """An unfitted encoder of ``cfg.descriptor``."""
+@dataclass(frozen=True)
+class Descriptor:
+    """An entry of :data:`vidray.registry.DESCRIPTORS` (``descriptor.kind``): which tap it reads
+    (``vector_tap``: ``model.fc_layer``, else the conv map ``model.layer``) and its unfitted encoder."""
+
+    vector_tap: bool
+    make: Callable[[EmbedConfig], VLADEncoder | GlobalEncoder]
+
+
+def _vlad(cfg: EmbedConfig) -> VLADEncoder:
     d = cfg.descriptor
-    if d.kind == "vlad":
-        return VLADEncoder(k=d.k, pca_dim=d.pca_dim, whiten=d.whiten, whiten_shrink=d.whiten_shrink,
-                           kmeans=d.kmeans, max_descriptors=cfg.fit.max_descriptors, seed=cfg.fit.seed)
-    return GlobalEncoder(kind=d.kind, pca_dim=d.pca_dim, whiten=d.whiten, whiten_shrink=d.whiten_shrink)
+    return VLADEncoder(k=d.k, pca_dim=d.pca_dim, whiten=d.whiten, whiten_shrink=d.whiten_shrink,
+                       kmeans=d.kmeans, max_descriptors=cfg.fit.max_descriptors, seed=cfg.fit.seed)
+
+
+def _global(kind: str) -> Callable[[EmbedConfig], GlobalEncoder]:
+    def make(cfg: EmbedConfig) -> GlobalEncoder:
+        d = cfg.descriptor
+        return GlobalEncoder(kind=kind, pca_dim=d.pca_dim, whiten=d.whiten, whiten_shrink=d.whiten_shrink)
+
+    return make
+
+
+DESCRIPTORS.register("vlad", Descriptor(False, _vlad),
+                     help="VLAD of a conv layer's local features (k-means vocabulary, intra-norm; thesis ch. 2)")
+DESCRIPTORS.register("gap", Descriptor(False, _global("gap")),
+                     help="global average pooling of the same conv layer (baseline)")
+DESCRIPTORS.register("fc", Descriptor(True, _global("fc")),
+                     help="a fully connected / pooled vector tap as it is (baseline: model.fc_layer)")
+
+
+def make_encoder(cfg: EmbedConfig) -> VLADEncoder | GlobalEncoder:
+    """An unfitted encoder of ``cfg.descriptor`` (its :data:`~vidray.registry.DESCRIPTORS` entry)."""
+    return DESCRIPTORS.get(cfg.descriptor.kind).make(cfg)
 
 
 class FrameDescriber:

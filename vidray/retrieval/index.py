@@ -10,7 +10,8 @@ kind        structure                                        use
 ``hnsw``    ``faiss.IndexHNSWFlat`` (graph, ``M`` links)     approximate; fastest queries, slow build
 ==========  ===============================================  ==========================================
 
-``auto`` picks ``flat`` up to :data:`AUTO_EXACT_MAX` vectors (``exact`` when faiss is missing) and
+The kinds are the :data:`vidray.registry.INDEXES` table (one factory ``(vectors, **kwargs) -> index``
+each). ``auto`` picks ``flat`` up to :data:`AUTO_EXACT_MAX` vectors (``exact`` when faiss is missing) and
 ``ivf`` above: build and search times and recall at 1M vectors are in docs/retrieval.md
 (``python benchmarks/retrieval.py --index-only``).
 
@@ -21,11 +22,12 @@ fewer than ``k`` results are padded with score ``-inf`` and id ``-1``.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-KINDS = ("auto", "exact", "flat", "ivf", "hnsw")
+from vidray.registry import INDEXES
+
 AUTO_EXACT_MAX = 200_000
 
 
@@ -110,27 +112,12 @@ class FaissIndex:
         if threads is not None:
             faiss.omp_set_num_threads(int(threads))
         x = _as_f32(vectors)
-        n, d = x.shape
+        if kind not in _FAISS_BUILDERS:
+            raise ValueError(f"unknown faiss index kind {kind!r}; one of {', '.join(_FAISS_BUILDERS)}")
         self.kind = kind
-        if kind == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif kind == "ivf":
-            nlist = nlist or max(1, int(4 * math.sqrt(n)))
-            nlist = max(1, min(nlist, n // 39 or 1))
-            quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.cp.seed = seed
-            rng = np.random.default_rng(seed)
-            train = x if n <= 256 * nlist else x[np.sort(rng.choice(n, 256 * nlist, replace=False))]
-            index.train(train)
-            index.nprobe = min(nprobe, nlist)
-            self._quantizer = quantizer  # keep it alive with the index
-        elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = ef_construction
-            index.hnsw.efSearch = ef_search
-        else:
-            raise ValueError(f"unknown faiss index kind {kind!r} (flat | ivf | hnsw)")
+        opts = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_construction": ef_construction,
+                "ef_search": ef_search, "seed": seed}
+        index, self._keep = _FAISS_BUILDERS[kind](faiss, x, **opts)  # _keep: the IVF quantiser stays alive
         index.add(x)
         self.index = index
 
@@ -146,6 +133,51 @@ class FaissIndex:
         s, i = self.index.search(q, kk)
         s = np.where(i < 0, -np.inf, s).astype(np.float32)
         return _pad(s, i.astype(np.int64), k)
+
+
+def _flat(faiss: Any, x: np.ndarray, **_: Any) -> tuple[Any, Any]:
+    return faiss.IndexFlatIP(x.shape[1]), None
+
+
+def _ivf(faiss: Any, x: np.ndarray, *, nlist: int | None, nprobe: int, seed: int, **_: Any) -> tuple[Any, Any]:
+    n, d = x.shape
+    nlist = nlist or max(1, int(4 * math.sqrt(n)))
+    nlist = max(1, min(nlist, n // 39 or 1))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    train = x if n <= 256 * nlist else x[np.sort(rng.choice(n, 256 * nlist, replace=False))]
+    index.train(train)
+    index.nprobe = min(nprobe, nlist)
+    return index, quantizer
+
+
+def _hnsw(faiss: Any, x: np.ndarray, *, hnsw_m: int, ef_construction: int, ef_search: int,
+          **_: Any) -> tuple[Any, Any]:
+    index = faiss.IndexHNSWFlat(x.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.hnsw.efSearch = ef_search
+    return index, None
+
+
+_FAISS_BUILDERS = {"flat": _flat, "ivf": _ivf, "hnsw": _hnsw}
+
+
+def _faiss_factory(kind: str) -> Any:
+    def make(vectors: np.ndarray, **kwargs: Any) -> FaissIndex:
+        return FaissIndex(vectors, kind, **kwargs)
+
+    return make
+
+
+INDEXES.register("exact", lambda vectors, **_: ExactIndex(vectors),
+                 help="numpy matrix product, blockwise, no faiss: the reference")
+INDEXES.register("flat", _faiss_factory("flat"), help="faiss IndexFlatIP: exact, multi-threaded")
+INDEXES.register("ivf", _faiss_factory("ivf"), help="faiss IndexIVFFlat: approximate, fast build (nprobe cells)")
+INDEXES.register("hnsw", _faiss_factory("hnsw"), help="faiss IndexHNSWFlat: approximate graph, slow build")
+KINDS = ("auto", *INDEXES.names())
+"""What ``--index`` accepts: ``auto`` and the :data:`vidray.registry.INDEXES` names."""
 
 
 def _faiss():
@@ -183,7 +215,4 @@ def build_index(vectors: np.ndarray, kind: str = "auto", **kwargs) -> Index:
     """An index over ``vectors`` ``(n, d)`` (see the module docstring for ``kind``); ``kwargs`` go to
     :class:`FaissIndex`."""
     x = _as_f32(vectors)
-    k = resolve_kind(kind, x.shape[0])
-    if k == "exact":
-        return ExactIndex(x)
-    return FaissIndex(x, k, **kwargs)
+    return INDEXES.get(resolve_kind(kind, x.shape[0]))(x, **kwargs)
