@@ -522,7 +522,7 @@ def index_scaling(n: int, d: int = 128, queries: int = 1000, threads: int = 2, s
                                               "recall@10": float(np.mean([len(set(a) & set(b)) / 10
                                                                           for a, b in zip(got, exact)]))}
         del idx
-        print(f"  {kind}: build {tb:.1f} s, search {1000 * ts / queries:.3f} ms/query, recall@10 "
+        print(f"  {kind}: build {tb:.1f} s, search {res[kind]['ms_per_query']:.3f} ms/query, recall@10 "
               f"{res[kind]['recall@10']:.3f}; max RSS {_rss_mb():.0f} MiB", flush=True)
     res["exact_numpy"]["ms_per_query"] = 1000 * res["exact_numpy"]["search_s"] / queries
     res["max_rss_mib"] = _rss_mb()
