@@ -108,6 +108,10 @@ def _cmd_config(a: argparse.Namespace) -> int:
     from vidray.config import IngestConfig, TrainConfig, format_reference
 
     classes: dict[str, type] = {"ingest": IngestConfig, "train": TrainConfig}
+    if a.stage == "embed":
+        from vidray.retrieval.config import EmbedConfig
+
+        classes["embed"] = EmbedConfig
     if a.stage == "sweep":
         from vidray.tune import SweepConfig
 
@@ -173,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="list every config key of a stage with its default and meaning",
                        description="Every key of a stage's config (YAML file or --set key=value), its default "
                        "and meaning; values chosen from a table list what is accepted.")
-    p.add_argument("stage", choices=["ingest", "train", "sweep"], help="which stage's config")
+    p.add_argument("stage", choices=["ingest", "train", "sweep", "embed"], help="which stage's config")
     p.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
     _COMMANDS["config"] = _cmd_config
 
@@ -219,6 +223,10 @@ _EXTRA_COMMANDS += [add_train_parser, add_eval_parsers]
 from vidray.tune import add_tune_parsers  # noqa: E402  (light: Ray Tune is imported when run)
 
 _EXTRA_COMMANDS.append(add_tune_parsers)
+
+from vidray.retrieval.commands import add_retrieval_parsers  # noqa: E402  (light: argparse only)
+
+_EXTRA_COMMANDS.append(add_retrieval_parsers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,8 @@ registry               filled by                          chosen by
 ``AGGREGATIONS``       :mod:`vidray.eval.aggregate`       ``vidray eval --aggregate``
 ``METRICS``            :mod:`vidray.eval.metrics`         what ``summarize`` reports
 ``MODELS``             :mod:`vidray.models`               ``model.name`` / ``vidray train --model``
+``DESCRIPTORS``        :mod:`vidray.retrieval.features`   ``descriptor.kind`` (``vidray embed``)
+``INDEXES``            :mod:`vidray.retrieval.index`      ``vidray search / dedup --index``
 =====================  =================================  ==============================================
 """
 
@@ -47,7 +49,7 @@ from pydantic import AfterValidator
 T = TypeVar("T")
 
 __all__ = ["Registry", "DECODERS", "IMAGE_ENCODINGS", "SAMPLING_MODES", "FLOW_ALGORITHMS", "SAMPLERS", "LOSSES",
-           "OPTIMIZERS", "SCHEDULES", "AGGREGATIONS", "METRICS", "MODELS"]
+           "OPTIMIZERS", "SCHEDULES", "AGGREGATIONS", "METRICS", "MODELS", "DESCRIPTORS", "INDEXES"]
 
 
 class Registry(Generic[T]):
@@ -147,3 +149,5 @@ SCHEDULES: Registry[Any] = Registry("schedule", "vidray.train.optim")
 AGGREGATIONS: Registry[Any] = Registry("aggregation", "vidray.eval.aggregate")
 METRICS: Registry[Any] = Registry("metric", "vidray.eval.metrics")
 MODELS: Registry[Any] = Registry("model", "vidray.models")
+DESCRIPTORS: Registry[Any] = Registry("descriptor", "vidray.retrieval.features")
+INDEXES: Registry[Any] = Registry("index kind", "vidray.retrieval.index")

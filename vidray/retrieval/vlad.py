@@ -18,17 +18,19 @@ Pipeline (:class:`VLADEncoder`)::
 Retrieval ranks a database by L2 distance (:func:`search`; on L2-normalised codes this is the cosine
 ranking) and is scored with :func:`average_precision` / :func:`mean_average_precision`.
 
-Use on an ingested dataset: decode frames to ``(N, 3, H, W)`` normalised tensors, pick a layer with
-:func:`feature_tap` (e.g. ``feature_tap(torchvision.models.vgg16(), "features.29")`` or ResNet
-``"layer4"``), :meth:`VLADEncoder.fit` on a training subset of frames (via :func:`extract_feature_maps`),
-then :func:`encode_frames` the database and the queries; :func:`video_descriptor` pools the frame codes
-of a video for video-level near-duplicate search.
+On an ingested dataset this is driven by ``vidray embed`` (:mod:`vidray.retrieval.embed`); by hand:
+decode frames to ``(N, 3, H, W)`` normalised tensors, pick a layer with :func:`feature_tap` (e.g.
+``feature_tap(torchvision.models.vgg16(), "features.29")`` or ResNet ``"layer4"``),
+:meth:`VLADEncoder.fit` on a training subset of frames (via :func:`extract_feature_maps`), then
+:func:`encode_frames` the database and the queries; :func:`video_descriptor` pools the frame codes of a
+video for video-level near-duplicate search. :class:`GlobalEncoder` gives the baselines (global
+average pooling of the same conv map, or a fully connected layer) with the same PCA-whitening.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +39,9 @@ import torch.nn.functional as F
 
 __all__ = [
     "VLADEncoder",
+    "GlobalEncoder",
+    "encoder_from_state",
+    "fit_pca_whitening",
     "local_descriptors",
     "search",
     "average_precision",
@@ -61,24 +66,45 @@ def local_descriptors(feature_map: torch.Tensor, eps: float = 1e-12) -> torch.Te
     return F.normalize(d, p=2, dim=-1, eps=eps)
 
 
-def _kmeans_torch(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
-    """Plain Lloyd k-means with k-means++ init on ``x`` ``(M, C)``; returns ``(k, C)`` centroids."""
-    g = torch.Generator().manual_seed(seed)
-    m = x.shape[0]
-    centroids = x[torch.randint(m, (1,), generator=g)]
-    for _ in range(1, k):  # k-means++ seeding
-        d2 = torch.cdist(x, centroids).min(dim=1).values.pow(2)
-        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / m)
-        centroids = torch.cat([centroids, x[torch.multinomial(probs, 1, generator=g)]])
-    for _ in range(iters):
-        assign = torch.cdist(x, centroids).argmin(dim=1)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).to(x.dtype).unsqueeze(1)
-        new = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
-        if torch.allclose(new, centroids):
-            break
-        centroids = new
-    return centroids
+def fit_pca_whitening(x: torch.Tensor, dim: int, *, whiten: bool = True, eps: float = 1e-6, shrink: float = 0.0,
+                      name: str = "training vectors") -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA (+ whitening) of the rows of ``x`` ``(n, D)`` (Jegou & Chum, ECCV 2012).
+
+    Returns ``(mean (D,), components (D, d))`` float32 with ``d = min(dim, rank)`` (a ``UserWarning``
+    says when the rank clamps it); with ``whiten`` each component is divided by
+    ``sqrt(eigenvalue + eps + shrink * mean of the d eigenvalues)``: ``shrink=0`` is full whitening
+    (``(x - mean) @ components`` has identity covariance on ``x``), a larger ``shrink`` moves it
+    towards plain PCA, which keeps estimates from few samples from blowing up noise directions.
+    """
+    x = x.double()
+    mean = x.mean(dim=0)
+    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    eig = s.pow(2) / max(x.shape[0] - 1, 1)
+    rank = int((eig > eig.max() * 1e-10).sum()) if eig.numel() else 0
+    d = min(dim, rank)
+    if d < dim:
+        warnings.warn(f"pca_dim={dim} exceeds the rank ({rank}) of the {x.shape[0]} {name}; using {d}",
+                      stacklevel=3)
+    comps = vh[:d].T  # (D, d)
+    if whiten:
+        comps = comps / torch.sqrt(eig[:d] + eps + shrink * eig[:d].mean())
+    return mean.float(), comps.float()
+
+
+def _kmeans(descs: np.ndarray, k: int, method: str, iters: int, seed: int) -> np.ndarray:
+    """scikit-learn k-means of ``descs`` ``(M, C)`` -> centroids ``(k, C)`` float32.
+
+    ``minibatch``: ``MiniBatchKMeans`` (3 inits); ``lloyd``: ``KMeans`` (Lloyd iterations, k-means++
+    seeding: what the hand-written torch version of this module did before).
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    if method == "minibatch":
+        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, max_iter=iters, batch_size=max(1024, 3 * k))
+    else:
+        km = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=iters, algorithm="lloyd", random_state=seed)
+    km.fit(descs)
+    return km.cluster_centers_.astype(np.float32)
 
 
 class VLADEncoder:
@@ -88,21 +114,27 @@ class VLADEncoder:
         k: vocabulary size (paper: 100).
         pca_dim: output dimension after PCA + whitening (paper: 128); ``None`` keeps the raw ``k*C`` VLAD.
             Clamped (with a warning) to the rank of the training VLADs.
-        whiten: divide the PCA components by ``sqrt(eigenvalue + whiten_eps)``.
-        kmeans: ``"minibatch"`` (scikit-learn ``MiniBatchKMeans``) or ``"torch"`` (Lloyd, k-means++ init).
+        whiten: divide the PCA components by ``sqrt(eigenvalue + whiten_eps + whiten_shrink * mean
+            eigenvalue)`` (:func:`fit_pca_whitening`).
+        kmeans: ``"minibatch"`` (scikit-learn ``MiniBatchKMeans``) or ``"lloyd"`` (scikit-learn
+            ``KMeans``: Lloyd, k-means++ init); ``"torch"`` is an old name of ``"lloyd"``.
         max_descriptors: random subsample of training descriptors used for k-means.
         seed: seed of the subsampling and of k-means.
 
     Attributes after :meth:`fit`: ``centroids`` ``(k, C)``, ``pca_mean`` ``(k*C,)``, ``pca_components``
-    ``(k*C, pca_dim)`` (whitening folded in), ``out_dim``.
+    ``(k*C, pca_dim)`` (whitening folded in), ``out_dim``. :meth:`state` / :meth:`from_state` turn a
+    fitted encoder into plain numpy arrays and back (saved with ``np.savez``, loaded without pickle).
     """
+
+    kind = "vlad"
 
     def __init__(self, k: int = 100, pca_dim: int | None = 128, *, whiten: bool = True, kmeans: str = "minibatch",
                  max_descriptors: int = 200_000, kmeans_iters: int = 100, whiten_eps: float = 1e-6,
-                 seed: int = 0) -> None:
-        if kmeans not in ("minibatch", "torch"):
-            raise ValueError("kmeans must be 'minibatch' or 'torch'")
-        self.k, self.pca_dim, self.whiten, self.kmeans = k, pca_dim, whiten, kmeans
+                 whiten_shrink: float = 0.0, seed: int = 0) -> None:
+        if kmeans not in ("minibatch", "lloyd", "torch"):
+            raise ValueError("kmeans must be 'minibatch' or 'lloyd'")
+        self.k, self.pca_dim, self.whiten, self.whiten_shrink = k, pca_dim, whiten, whiten_shrink
+        self.kmeans = "lloyd" if kmeans == "torch" else kmeans
         self.max_descriptors, self.kmeans_iters, self.whiten_eps, self.seed = (
             max_descriptors, kmeans_iters, whiten_eps, seed)
         self.centroids: torch.Tensor | None = None
@@ -126,33 +158,16 @@ class VLADEncoder:
         g = torch.Generator().manual_seed(self.seed)
         if descs.shape[0] > self.max_descriptors:
             descs = descs[torch.randperm(descs.shape[0], generator=g)[: self.max_descriptors]]
-        if self.kmeans == "minibatch":
-            from sklearn.cluster import MiniBatchKMeans
-
-            km = MiniBatchKMeans(n_clusters=self.k, random_state=self.seed, n_init=3, max_iter=self.kmeans_iters,
-                                 batch_size=max(1024, 3 * self.k))
-            km.fit(descs.numpy().astype(np.float32))
-            self.centroids = torch.from_numpy(km.cluster_centers_).float()
-        else:
-            self.centroids = _kmeans_torch(descs, self.k, self.kmeans_iters, self.seed)
+        self.centroids = torch.from_numpy(
+            _kmeans(descs.numpy().astype(np.float32), self.k, self.kmeans, self.kmeans_iters, self.seed))
 
         if self.pca_dim is None:
             self.out_dim = self.k * descs.shape[1]
             return self
-        x = torch.cat([self.vlad(m) for m in maps]).double()  # (n, k*C)
-        self.pca_mean = x.mean(dim=0)
-        _, s, vh = torch.linalg.svd(x - self.pca_mean, full_matrices=False)
-        eig = s.pow(2) / max(x.shape[0] - 1, 1)
-        rank = int((eig > eig.max() * 1e-10).sum()) if eig.numel() else 0
-        dim = min(self.pca_dim, rank)
-        if dim < self.pca_dim:
-            warnings.warn(f"pca_dim={self.pca_dim} exceeds the rank ({rank}) of the {x.shape[0]} training VLADs; "
-                          f"using {dim}", stacklevel=2)
-        comps = vh[:dim].T  # (D, dim)
-        if self.whiten:
-            comps = comps / torch.sqrt(eig[:dim] + self.whiten_eps)
-        self.pca_mean, self.pca_components = self.pca_mean.float(), comps.float()
-        self.out_dim = dim
+        x = torch.cat([self.vlad(m) for m in maps])  # (n, k*C)
+        self.pca_mean, self.pca_components = fit_pca_whitening(
+            x, self.pca_dim, whiten=self.whiten, eps=self.whiten_eps, shrink=self.whiten_shrink, name="training VLADs")
+        self.out_dim = self.pca_components.shape[1]
         return self
 
     # ---- encoding ------------------------------------------------------------------------------------
@@ -187,8 +202,105 @@ class VLADEncoder:
         """Final codes ``(N, out_dim)``: VLAD -> PCA + whitening -> L2 (unit norm)."""
         v = self.vlad(feature_map)
         if self.pca_components is not None:
-            v = (v - self.pca_mean) @ self.pca_components
+            v = (v - self.pca_mean.to(v)) @ self.pca_components.to(v)
         return F.normalize(v, p=2, dim=-1)
+
+    # ---- saving --------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted encoder as numpy arrays (``np.savez``-able; no pickled objects)."""
+        c = self._check_fitted()
+        out = {"kind": np.array(self.kind), "k": np.array(self.k), "centroids": c.numpy()}
+        if self.pca_components is not None:
+            out.update(pca_mean=self.pca_mean.numpy(), pca_components=self.pca_components.numpy())
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> "VLADEncoder":
+        """Inverse of :meth:`state`."""
+        c = torch.from_numpy(np.array(state["centroids"], np.float32))
+        enc = cls(k=c.shape[0], pca_dim=None)
+        enc.centroids = c
+        if "pca_components" in state:
+            enc.pca_mean = torch.from_numpy(np.array(state["pca_mean"], np.float32))
+            enc.pca_components = torch.from_numpy(np.array(state["pca_components"], np.float32))
+            enc.pca_dim = enc.out_dim = enc.pca_components.shape[1]
+        else:
+            enc.out_dim = c.shape[0] * c.shape[1]
+        return enc
+
+
+class GlobalEncoder:
+    """Baseline descriptors of the same network: a global vector per image -> L2 -> PCA-whitening -> L2.
+
+    ``kind="gap"``: the conv map ``(N, C, H, W)`` averaged over its locations (global average pooling);
+    ``kind="fc"``: a fully connected tap ``(N, D)`` as it is (Razavian et al.'s "CNN features off the
+    shelf", the baseline of Ng et al. 2015). Same post-processing as :class:`VLADEncoder` so that only
+    the aggregation differs.
+    """
+
+    def __init__(self, kind: str = "gap", pca_dim: int | None = 128, *, whiten: bool = True,
+                 whiten_eps: float = 1e-6, whiten_shrink: float = 0.0) -> None:
+        if kind not in ("gap", "fc"):
+            raise ValueError("kind must be 'gap' or 'fc'")
+        self.kind, self.pca_dim, self.whiten, self.whiten_eps = kind, pca_dim, whiten, whiten_eps
+        self.whiten_shrink = whiten_shrink
+        self.pca_mean: torch.Tensor | None = None
+        self.pca_components: torch.Tensor | None = None
+        self.in_dim: int | None = None
+        self.out_dim: int | None = None
+
+    def vector(self, features: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` (``gap``) or ``(N, D)`` -> L2-normalised ``(N, D)``."""
+        if features.dim() == 4:
+            features = features.float().mean(dim=(2, 3))
+        if features.dim() != 2:
+            raise ValueError(f"expected (N, C, H, W) or (N, D), got {tuple(features.shape)}")
+        return F.normalize(features.float(), p=2, dim=-1)
+
+    def fit(self, features_list: Iterable[torch.Tensor] | torch.Tensor) -> "GlobalEncoder":
+        feats = [features_list] if torch.is_tensor(features_list) else list(features_list)
+        x = torch.cat([self.vector(f) for f in feats])
+        self.in_dim = x.shape[1]
+        if self.pca_dim is None:
+            self.out_dim = self.in_dim
+            return self
+        self.pca_mean, self.pca_components = fit_pca_whitening(
+            x, self.pca_dim, whiten=self.whiten, eps=self.whiten_eps, shrink=self.whiten_shrink,
+            name=f"training {self.kind} vectors")
+        self.out_dim = self.pca_components.shape[1]
+        return self
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        v = self.vector(features)
+        if self.pca_components is not None:
+            v = (v - self.pca_mean.to(v)) @ self.pca_components.to(v)
+        return F.normalize(v, p=2, dim=-1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        if self.out_dim is None:
+            raise RuntimeError("GlobalEncoder is not fitted; call fit() first")
+        out = {"kind": np.array(self.kind), "in_dim": np.array(self.in_dim)}
+        if self.pca_components is not None:
+            out.update(pca_mean=self.pca_mean.numpy(), pca_components=self.pca_components.numpy())
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> "GlobalEncoder":
+        enc = cls(kind=str(state["kind"]), pca_dim=None)
+        enc.in_dim = int(state["in_dim"])
+        enc.out_dim = enc.in_dim
+        if "pca_components" in state:
+            enc.pca_mean = torch.from_numpy(np.array(state["pca_mean"], np.float32))
+            enc.pca_components = torch.from_numpy(np.array(state["pca_components"], np.float32))
+            enc.pca_dim = enc.out_dim = enc.pca_components.shape[1]
+        return enc
+
+
+def encoder_from_state(state: Mapping[str, np.ndarray]) -> "VLADEncoder | GlobalEncoder":
+    """A fitted :class:`VLADEncoder` or :class:`GlobalEncoder` from its :meth:`state` arrays."""
+    kind = str(state["kind"])
+    return VLADEncoder.from_state(state) if kind == "vlad" else GlobalEncoder.from_state(state)
 
 
 # ---- retrieval and metrics -------------------------------------------------------------------------
