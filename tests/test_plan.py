@@ -23,9 +23,13 @@ RATES = Rates(decode_fps=1000, convert_fps=500, flow_pairs_per_s=50, jpeg_fps=10
 
 def test_video_work_counts_sparse_sampling_with_seeks():
     # 10 s at 30 fps, a keyframe every 30 frames, 1 fps: targets 0, 30, ..., 270 are all keyframes.
-    # Frame 0: decode 1. Each later target: seeking to it (8 + 1) beats decoding 29 frames: 9 x 9.
+    # The skip reader (PyAV, the default): per GOP, its keyframe up to its last target: 10 x 1, no seek.
     w = video_work(10, 30, 640, 360, 30, _cfg("sampling.mode=fps", "sampling.fps=1"))
     assert (w.src_frames, w.stored_frames, w.unique_frames, w.needed_frames) == (300, 10, 10, 10)
+    assert (w.decode_cost_frames, w.seeks) == (10, 0)
+    # The seek planner (decord, or files whose timestamps cannot identify frames): frame 0: decode 1;
+    # each later target: seeking to it (8 + 1) beats decoding 29 frames: 9 x 9.
+    w = video_work(10, 30, 640, 360, 30, _cfg("sampling.mode=fps", "sampling.fps=1", "execution.decoder=decord"))
     assert (w.decode_cost_frames, w.seeks) == (1 + 9 * 9, 9)
     assert (w.flow_pairs, w.flow_stacks, w.flow_size) == (0, 0, None)
     assert w.frame_size == (455, 256)  # short side 256, aspect kept: 640 * 256 / 360 = 455.1
@@ -33,10 +37,13 @@ def test_video_work_counts_sparse_sampling_with_seeks():
 
 def test_video_work_counts_flow_stacks():
     # Stack of L=2 on adjacent frames: each stored i needs i+1, i+2 (2 pairs): 30 frames, 20 pairs.
-    # Decode: 0,1,2 sequentially (3), then per second seek (8) + 3 frames: 9 x 11.
-    w = video_work(10, 30, 640, 360, 30, _cfg("sampling.mode=fps", "sampling.fps=1", "flow.enabled=true",
-                                              "flow.stack_length=2"))
+    # Skip reader: per GOP its keyframe i and i+1, i+2: 10 x 3. Seek planner: 0,1,2 sequentially (3),
+    # then per second seek (8) + 3 frames: 9 x 11.
+    sets = ("sampling.mode=fps", "sampling.fps=1", "flow.enabled=true", "flow.stack_length=2")
+    w = video_work(10, 30, 640, 360, 30, _cfg(*sets))
     assert (w.needed_frames, w.flow_pairs, w.flow_stacks) == (30, 20, 10)
+    assert (w.decode_cost_frames, w.seeks) == (10 * 3, 0)
+    w = video_work(10, 30, 640, 360, 30, _cfg(*sets, "execution.decoder=decord"))
     assert (w.decode_cost_frames, w.seeks) == (3 + 9 * 11, 9)
 
 
@@ -53,7 +60,7 @@ def test_plan_arithmetic_by_hand():
     cfg = _cfg("sampling.mode=fps", "sampling.fps=1", "flow.enabled=true", "flow.stack_length=2")
     corpus = CorpusStats("hand", videos=3600, mean_duration_s=10, width=640, height=360, fps=30, gop=30)
     p = plan_corpus(corpus, cfg, RATES, nodes=[1, 2], cores=4)
-    decode = 102 / 1000 + 30 / 500  # decoded frame-equivalents / decode rate + converted frames / RGB rate
+    decode = 30 / 1000 + 30 / 500  # decoded frame-equivalents / decode rate + converted frames / RGB rate
     flow = 20 / 50
     payload = 10 * (20_000 + 10_000)  # stored frames x (frame + flow stack) bytes
     encode = 10 / 1000 + 10 / 500 + payload / 1e6 / 100
@@ -61,11 +68,11 @@ def test_plan_arithmetic_by_hand():
     for stage, want in zip(p.stages, (decode, flow, encode)):
         assert stage.per_video_s == pytest.approx(want)
         assert stage.core_hours == pytest.approx(want * 3600 / 3600)  # 3,600 videos
-    total_h = decode + flow + encode  # 0.595 core-hours
-    assert p.core_hours == pytest.approx(0.595)
+    total_h = decode + flow + encode  # 0.09 + 0.4 + 0.033 = 0.523 core-hours
+    assert p.core_hours == pytest.approx(0.523)
     assert p.core_hours == pytest.approx(total_h)
-    assert p.wall_hours == pytest.approx({1: 0.595 / 4, 2: 0.595 / 8})  # 4 task slots per node
-    assert p.node_hours == pytest.approx({1: 0.595 / 4, 2: 0.595 / 4})
+    assert p.wall_hours == pytest.approx({1: 0.523 / 4, 2: 0.523 / 8})  # 4 task slots per node
+    assert p.node_hours == pytest.approx({1: 0.523 / 4, 2: 0.523 / 4})
     assert p.payload_bytes_per_video == 300_000
     assert p.output_bytes == pytest.approx(3600 * 300_000)
 
@@ -76,7 +83,7 @@ def test_plan_fixed_costs_and_overhead():
     rates = Rates(**{**RATES.__dict__, "video_open_s": 0.05, "demux_fps": 3000.0, "parquet_overhead": 1.25,
                      "meta": {}})
     p = plan_corpus(corpus, cfg, rates, nodes=[1], cores=1)
-    assert p.stages[0].per_video_s == pytest.approx(0.05 + 300 / 3000 + 82 / 1000 + 10 / 500)
+    assert p.stages[0].per_video_s == pytest.approx(0.05 + 300 / 3000 + 10 / 1000 + 10 / 500)  # 10 keyframes
     assert [s.name for s in p.stages] == ["decode+sample", "encode+write"]  # flow off: no flow stage
     assert p.stages[1].per_video_s == pytest.approx(10 / 1000 + 10 * 20_000 / 1e6 / 100)
     assert p.output_bytes == pytest.approx(100 * 10 * 20_000 * 1.25)
