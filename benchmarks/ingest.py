@@ -127,8 +127,8 @@ def overhead(manifest: Path, cfg: IngestConfig, repeats: int, cores: int = 2) ->
     udf_dir = Path(tempfile.mkdtemp())
     os.environ[cputime.UDF_DIR_ENV] = str(udf_dir)
     # workers import benchmarks/cputime.py (the wrapped UDF is pickled by reference)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1]),
-                                                os.environ.get("PYTHONPATH", "")])  # fmt: skip
+    here = Path(__file__).resolve()
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(here.parent), str(here.parents[1]), os.environ.get("PYTHONPATH", "")])
     orig = vi.process_videos
     vi.process_videos = cputime.process_videos_timed
     runs: dict[str, dict] = {}
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['ray_cpu_s']:.2f} = {100 * r['ray_share']:.0f}%")  # fmt: skip
             for rep, p in enumerate(res["per_repeat"]):
                 print(f"rep {rep}: scaling bound on {res['cores']} cores {p['bound']:.2f}x (UDF-only chain "
-                      f"{p['bound_udf']:.2f}x, with the measured wall1 {p['bound_wall']:.2f}x), measured {p['scaling_measured']:.2f}x; UDF CPU 2w/1w "
+                      f"{p['bound_udf']:.2f}x, with the measured wall1 {p['bound_wall']:.2f}x), "
+                      f"measured {p['scaling_measured']:.2f}x; UDF CPU 2w/1w "
                       f"{p['udf_cpu_2_over_1']:.2f}")  # fmt: skip
             if a.json:
                 Path(a.json).write_text(json.dumps(res, indent=2))

@@ -16,12 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_check_smoke_cpu(tmp_path):
     out = tmp_path / "g.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--smoke", "--device", "cpu",
-                        "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--smoke", "--device", "cpu", "--json", str(out)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     res = json.loads(out.read_text())
     figs = res["figures"]
-    expected = {f"{kind}.{m}" for kind in ("train_clips_per_s", "eval_clips_per_s") for m in ("tdn_resnet50", "gru_rcn_vgg16")}
+    models = ("tdn_resnet50", "gru_rcn_vgg16")
+    expected = {f"{kind}.{m}" for kind in ("train_clips_per_s", "eval_clips_per_s") for m in models}
     expected |= {f"{kind}.{d}" for kind in ("data_wait_fraction", "data_loop_clips_per_s") for d in ("cpu", "gpu")}
     assert set(figs) == expected
     for k, v in figs.items():
