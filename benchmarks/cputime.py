@@ -14,6 +14,7 @@ else runs; wall-clock seconds do not.
 from __future__ import annotations
 
 import os
+import time
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -95,3 +96,28 @@ def tree_cpu_by_role(root: int | None = None) -> dict[str, float]:
 def diff(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     """``b - a`` per role (roles missing in ``a`` count from 0)."""
     return {k: round(b[k] - a.get(k, 0.0), 3) for k in b}
+
+
+# ------------------------------------------------------------------------------------------------
+# The ingest UDF's own CPU (benchmarks/ingest.py --overhead)
+# ------------------------------------------------------------------------------------------------
+UDF_DIR_ENV = "VIDRAY_BENCH_UDF_DIR"
+
+
+def process_videos_timed(batch, cfg, **kw):
+    """:func:`vidray.ingest.process_videos`, appending the CPU it used (``time.process_time`` while
+    the generator runs, not while it is suspended) to ``$VIDRAY_BENCH_UDF_DIR/<pid>``."""
+    from vidray.ingest import process_videos as fn  # a Ray worker's own, unpatched import
+
+    if fn is process_videos_timed:
+        raise RuntimeError("process_videos_timed runs in Ray workers, not in the process that patched it")
+    acc, t0 = 0.0, time.process_time()
+    for out in fn(batch, cfg, **kw):
+        acc += time.process_time() - t0
+        yield out
+        t0 = time.process_time()
+    acc += time.process_time() - t0
+    d = os.environ.get(UDF_DIR_ENV)
+    if d:
+        with open(os.path.join(d, str(os.getpid())), "a") as f:
+            f.write(f"{acc}\n")

@@ -95,6 +95,13 @@ class ConvGRUCell(nn.Module):
     cannot be fused with the others). :meth:`input_projection` can be applied to all frames at once (see
     :class:`ConvGRU`), leaving two convolutions per step.
 
+    Why fused (issue 12 item 6): ``benchmarks/convgru.py`` on CPU, one thread, CPU time, forward +
+    backward: the unrolled layer (:class:`ConvGRU`, how the models use it) 1.03-1.05x the six-conv cell
+    at 64 and at 256 hidden channels, 14x14-28x28 maps (earlier runs: 1.13-1.28x at 64, 0.99-1.10x at
+    256-512); a single step alone 0.78-1.00x (earlier 0.85-1.14x). Fusion does not cut FLOPs, so the gain
+    is small; it is kept as the only cell because the models' path measured faster
+    (:class:`ConvGRUCellReference` is the plain one, for tests and the benchmark).
+
     Args:
         input_channels: ``Cx``.
         hidden_channels: ``Ch``.
