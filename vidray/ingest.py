@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from vidray import __version__
 from vidray.config import IngestConfig
-from vidray.console import current, make_board
+from vidray.console import current, echo, make_board
 from vidray.io import dataset as fmt
 from vidray.io.flowcodec import encode_flow_stack, quantize_flow
 from vidray.io.imcodec import encode_image
@@ -469,8 +469,8 @@ def run_ingest(
     cfg = cfg or IngestConfig()
     t0 = time.perf_counter()
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, root)
-    logger.info("manifest %s: %d entries, %d classes (%.1f s)", man.source, len(man), len(man.classes),
-                time.perf_counter() - t0)  # fmt: skip
+    logger.debug("manifest %s: %d entries, %d classes (%.1f s)", man.source, len(man), len(man.classes),
+                 time.perf_counter() - t0)  # fmt: skip
     st = Store(out)
     old = st.read_json(fmt.DATASET_JSON) if st.exists(fmt.DATASET_JSON) else None
     if old is not None and not overwrite and old.get("data_hash") != cfg.data_hash():
@@ -494,8 +494,9 @@ def run_ingest(
     view = fmt.prepare_run(st)
     todo, plan = plan_ingest(man, view, cfg, out=st.uri, run=run, retry_failed=retry_failed)
     del view
-    logger.info("run %d: %d of %d entries to do (%d done, %d failed to retry); planned in %.1f s", run, plan.todo,
-                plan.entries, plan.done, plan.failed_to_retry, time.perf_counter() - t0)  # fmt: skip
+    echo(f"ingest run {run}: {plan.todo:,} of {plan.entries:,} entries to do ({plan.done:,} done, "
+         f"{plan.failed_to_retry:,} failed to retry; {len(man.classes)} classes), planned in "
+         f"{time.perf_counter() - t0:.1f} s")
     _write_dataset_json(st, man, cfg, "running", {}, run)
 
     if todo.num_rows:
