@@ -44,10 +44,18 @@ _REAPER: subprocess.Popen | None = None
 _PR_SET_PDEATHSIG = 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1. The sockets stay bound until all are chosen: ports
+    taken one after the other can repeat (the kernel may hand a just-released port out again; Ray then
+    refused to start: "metrics_export is trying to use a port number ... used by other components")."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def init_ray(address: str | None = None, *, dashboard: bool = True, num_cpus: float | None = None,
@@ -79,7 +87,7 @@ def _start_local(*, dashboard: bool, num_cpus: float | None, **kwargs: Any) -> N
     import ray
     import ray._private.ray_constants as ray_constants
 
-    port = _free_port()
+    port, dashboard_port, metrics_port = _free_ports(3)
     addr = f"127.0.0.1:{port}"
     os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
     # Inherited by the GCS, raylet, workers and agents started below: the node address stays loopback,
@@ -90,7 +98,7 @@ def _start_local(*, dashboard: bool, num_cpus: float | None, **kwargs: Any) -> N
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time by services.resolve_ip_for_localhost
     try:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=dashboard,
-                 dashboard_host="127.0.0.1", dashboard_port=_free_port(), _metrics_export_port=_free_port(),
+                 dashboard_host="127.0.0.1", dashboard_port=dashboard_port, _metrics_export_port=metrics_port,
                  num_cpus=num_cpus, **kwargs)  # fmt: skip
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
