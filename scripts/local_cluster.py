@@ -68,6 +68,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidray.runtime import free_ports
+
 PYTHON = os.environ.get("VIDRAY_CLUSTER_PYTHON", sys.executable)
 ROLE_LABEL = "vidray-role"
 NODE_LABEL = "vidray-node"
@@ -100,18 +102,6 @@ def _port_free(p: int) -> bool:
             return True
         except OSError:
             return False
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now (racy, as every such helper)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def free_port_range(size: int, used: set[int], lo: int = 20000, hi: int = 60000) -> tuple[int, int]:

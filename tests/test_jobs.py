@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,21 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from vidray.runtime import free_ports
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _children(pid: int) -> list[int]:
@@ -84,7 +73,7 @@ class LocalHead:
         self.tmp = tmp
         self.token = secrets.token_hex(32)
         (tmp / "auth_token").write_text(self.token)
-        (gcs, self.dash, agent_http, agent_grpc, rte, metrics, client, nm, om) = _free_ports(9)
+        (gcs, self.dash, agent_http, agent_grpc, rte, metrics, client, nm, om) = free_ports(9)
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS")}
         self.env.update(

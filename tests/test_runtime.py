@@ -209,12 +209,3 @@ print("GCS", *seen)
     first, second = r.stdout.split("GCS")[-1].split()
     assert first != second
 
-
-def test_the_local_rays_ports_are_distinct():
-    """GCS, dashboard and metrics ports are chosen together: taken one after the other, the kernel handed the
-    same port out twice and Ray refused to start (seen in CI: metrics_export on the GCS's port)."""
-    from vidray.runtime import _free_ports
-
-    for _ in range(20):
-        ports = _free_ports(3)
-        assert len(set(ports)) == 3 and all(1024 < p < 65536 for p in ports)

@@ -37,14 +37,14 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["init_ray", "local_ray_address", "node_selector", "cluster_cpus", "trace_placement", "listening_sockets",
+__all__ = ["init_ray", "local_ray_address", "free_ports", "node_selector", "cluster_cpus", "trace_placement", "listening_sockets",
            "descendants"]
 
 _REAPER: subprocess.Popen | None = None
 _PR_SET_PDEATHSIG = 1
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """``n`` distinct free TCP ports on 127.0.0.1. The sockets stay bound until all are chosen: ports
     taken one after the other can repeat (the kernel may hand a just-released port out again; Ray then
     refused to start: "metrics_export is trying to use a port number ... used by other components")."""
@@ -87,7 +87,7 @@ def _start_local(*, dashboard: bool, num_cpus: float | None, **kwargs: Any) -> N
     import ray
     import ray._private.ray_constants as ray_constants
 
-    port, dashboard_port, metrics_port = _free_ports(3)
+    port, dashboard_port, metrics_port = free_ports(3)
     addr = f"127.0.0.1:{port}"
     os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
     # Inherited by the GCS, raylet, workers and agents started below: the node address stays loopback,
